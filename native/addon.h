@@ -1,0 +1,43 @@
+/* Shared declarations of the addon. Each C file in native/ covers one concern and exports its functions
+ * through a register_* function called from addon.c. Convention for every function: arguments arrive
+ * already validated by TypeScript; failures come back as a negative errno (never thrown), so the
+ * TypeScript side decides what an error means. Only misuse of the binding itself throws. */
+#ifndef UFFD_ADDON_H
+#define UFFD_ADDON_H
+
+#include <node_api.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Per-env state (one per main thread or worker). */
+typedef struct {
+  int32_t live_watchers;   /* uv_poll handles not yet closed */
+  int32_t live_regions;    /* mappings not yet unmapped */
+} addon_state;
+
+addon_state *addon_get_state(napi_env env);
+
+/* args.c */
+#define NAPI_OK(call)                                   \
+  do {                                                  \
+    if ((call) != napi_ok) return throw_status(env);    \
+  } while (0)
+napi_value throw_status(napi_env env);
+napi_value throw_usage(napi_env env, const char *message);
+bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv);
+bool arg_i32(napi_env env, napi_value v, int32_t *out);
+bool arg_i64(napi_env env, napi_value v, int64_t *out);
+bool arg_u64(napi_env env, napi_value v, uint64_t *out);   /* BigInt */
+bool arg_bytes(napi_env env, napi_value v, void **data, size_t *len); /* TypedArray, DataView or ArrayBuffer */
+napi_value make_i32(napi_env env, int32_t v);
+napi_value make_i64(napi_env env, int64_t v);
+napi_value make_u64(napi_env env, uint64_t v);              /* BigInt */
+napi_value make_neg_errno(napi_env env, int err);
+
+void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
+void register_fd(napi_env env, napi_value exports);
+void register_memory(napi_env env, napi_value exports);
+void register_poll(napi_env env, napi_value exports);
+void register_uffd(napi_env env, napi_value exports);
+
+#endif

@@ -1,0 +1,148 @@
+/* A uv_poll watcher on an fd of the caller's event loop (main thread or worker): calls back into JS
+ * when the fd is readable. Each watcher holds an async cleanup hook, so an env that is torn down
+ * (a worker exiting) closes the handle first; libuv aborts on a loop closed with live handles.
+ * The hook is removed only in the close callback: until then the env (and its instance data) stays. */
+#include "addon.h"
+
+#include <stdlib.h>
+#include <uv.h>
+
+typedef struct {
+  uv_poll_t handle;
+  napi_env env;
+  napi_ref callback;
+  napi_ref resource;
+  napi_async_context async;
+  napi_async_cleanup_hook_handle hook;
+  bool closing;
+  bool closed;
+  bool handle_alive; /* the JS external that names this watcher has not been finalized */
+} watcher;
+
+static void on_closed(uv_handle_t *h) {
+  watcher *w = h->data;
+  napi_env env = w->env;
+  addon_state *st = addon_get_state(env);
+  if (st != NULL) st->live_watchers--;
+  napi_async_destroy(env, w->async);
+  napi_delete_reference(env, w->callback);
+  napi_delete_reference(env, w->resource);
+  napi_remove_async_cleanup_hook(w->hook);
+  w->closed = true;
+  if (!w->handle_alive) free(w);
+}
+
+/* The JS handle is gone; the watcher may still be open (it keeps its callback alive until stopped). */
+static void on_handle_finalized(napi_env env, void *data, void *hint) {
+  watcher *w = data;
+  w->handle_alive = false;
+  if (w->closed) free(w);
+}
+
+static void watcher_close(watcher *w) {
+  if (w->closing) return;
+  w->closing = true;
+  uv_poll_stop(&w->handle);
+  uv_close((uv_handle_t *)&w->handle, on_closed);
+}
+
+static void on_env_cleanup(napi_async_cleanup_hook_handle hook, void *arg) { watcher_close(arg); }
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  watcher *w = h->data;
+  if (w->closing) return;
+  napi_env env = w->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, recv, argv[2], ignored;
+  argv[0] = make_i32(env, status);
+  argv[1] = make_i32(env, events);
+  if (napi_get_reference_value(env, w->callback, &cb) == napi_ok &&
+      napi_get_reference_value(env, w->resource, &recv) == napi_ok &&
+      napi_make_callback(env, w->async, recv, cb, 2, argv, &ignored) != napi_ok) {
+    /* An exception thrown by the JS callback: report it as uncaught, as Node does for its own handles. */
+    napi_value err;
+    if (napi_get_and_clear_last_exception(env, &err) == napi_ok) napi_fatal_exception(env, err);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static bool arg_watcher(napi_env env, napi_value v, watcher **out) {
+  napi_valuetype type;
+  if (napi_typeof(env, v, &type) != napi_ok || type != napi_external ||
+      napi_get_value_external(env, v, (void **)out) != napi_ok) {
+    throw_usage(env, "userfaultfd binding: expected a watcher handle");
+    return false;
+  }
+  return true;
+}
+
+/* pollStart(fd, events, callback(status, events)) -> watcher handle, or -errno (uv error) */
+static napi_value poll_start(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd, events;
+  if (!get_args(env, info, 3, argv) || !arg_i32(env, argv[0], &fd) || !arg_i32(env, argv[1], &events)) return NULL;
+  uv_loop_t *loop;
+  NAPI_OK(napi_get_uv_event_loop(env, &loop));
+  watcher *w = calloc(1, sizeof *w);
+  if (w == NULL) return throw_usage(env, "userfaultfd binding: out of memory");
+  int rc = uv_poll_init(loop, &w->handle, fd);
+  if (rc < 0) {
+    free(w);
+    return make_i32(env, rc);
+  }
+  w->handle.data = w;
+  w->env = env;
+  napi_value resource, name, handle;
+  if (napi_create_object(env, &resource) != napi_ok ||
+      napi_create_string_utf8(env, "UffdWatcher", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, resource, name, &w->async) != napi_ok ||
+      napi_create_reference(env, argv[2], 1, &w->callback) != napi_ok ||
+      napi_create_reference(env, resource, 1, &w->resource) != napi_ok ||
+      napi_add_async_cleanup_hook(env, on_env_cleanup, w, &w->hook) != napi_ok) {
+    /* The handle is initialised, so it must be closed through libuv; only a half-built watcher gets here. */
+    w->closing = true;
+    uv_close((uv_handle_t *)&w->handle, (uv_close_cb)free);
+    return throw_status(env);
+  }
+  addon_get_state(env)->live_watchers++;
+  rc = uv_poll_start(&w->handle, events, on_poll);
+  if (rc < 0) {
+    watcher_close(w);
+    return make_i32(env, rc);
+  }
+  NAPI_OK(napi_create_external(env, w, on_handle_finalized, NULL, &handle));
+  w->handle_alive = true;
+  return handle;
+}
+
+/* pollStop(watcher): idempotent. The handle must not be used afterwards. */
+static napi_value poll_stop(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  watcher *w;
+  if (!get_args(env, info, 1, argv) || !arg_watcher(env, argv[0], &w)) return NULL;
+  watcher_close(w);
+  return NULL;
+}
+
+/* pollRef(watcher, keepsLoopAlive) */
+static napi_value poll_ref(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  watcher *w;
+  bool on;
+  if (!get_args(env, info, 2, argv) || !arg_watcher(env, argv[0], &w)) return NULL;
+  NAPI_OK(napi_get_value_bool(env, argv[1], &on));
+  if (!w->closing) (on ? uv_ref : uv_unref)((uv_handle_t *)&w->handle);
+  return NULL;
+}
+
+void register_poll(napi_env env, napi_value exports) {
+  export_fn(env, exports, "pollStart", poll_start);
+  export_fn(env, exports, "pollStop", poll_stop);
+  export_fn(env, exports, "pollRef", poll_ref);
+  napi_value v;
+  if (napi_create_object(env, &v) != napi_ok) return;
+  napi_set_named_property(env, v, "READABLE", make_i32(env, UV_READABLE));
+  napi_set_named_property(env, v, "DISCONNECT", make_i32(env, UV_DISCONNECT));
+  napi_set_named_property(env, exports, "pollEvents", v);
+}

@@ -1,0 +1,65 @@
+// The only module that loads the compiled addon. Every native function takes arguments TypeScript has
+// already validated and reports failure as a negative errno; policy lives in the callers.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** An opaque native handle (a napi external). */
+export interface Region { readonly __region: unique symbol }
+export interface Watcher { readonly __watcher: unique symbol }
+
+export interface NativeBinding {
+  // uffd.c
+  userfaultfd(flags: number): number;
+  openDevice(path: string, flags: number): number;
+  ioctl(fd: number, request: number, struct: Uint8Array): number;
+  read(fd: number, into: Uint8Array): number;
+  // fd.c
+  setNonBlocking(fd: number, on: boolean): number;
+  getStatusFlags(fd: number): number;
+  getFdFlags(fd: number): number;
+  dupCloexec(fd: number): number;
+  close(fd: number): number;
+  // memory.c
+  mmap(length: number, prot: number, flags: number, fd: number, offset: number): Region | number;
+  regionAddress(region: Region): bigint;
+  regionBuffer(region: Region, offset: number, length: number): ArrayBuffer;
+  regionSeal(region: Region): number;
+  detach(buffer: ArrayBuffer): void;
+  madvise(address: bigint, length: number, advice: number): number;
+  memfdCreate(name: string, flags: number): number;
+  addressOf(view: ArrayBufferView | ArrayBuffer): bigint;
+  pageSize(): number;
+  // poll.c
+  pollStart(fd: number, events: number, callback: (status: number, events: number) => void): Watcher | number;
+  pollStop(watcher: Watcher): void;
+  pollRef(watcher: Watcher, keepsLoopAlive: boolean): void;
+  readonly pollEvents: { readonly READABLE: number; readonly DISCONNECT: number };
+  // addon.c
+  liveHandles(): { watchers: number };
+}
+
+function packageRoot(): string {
+  // This file runs as dist/src/binding.js (compiled) and, under a TS loader, as src/binding.ts.
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('userfaultfd: cannot find the package root');
+    dir = up;
+  }
+  return dir;
+}
+
+function load(): NativeBinding {
+  if (process.platform !== 'linux') {
+    throw new Error(`userfaultfd: Linux only (this is ${process.platform})`);
+  }
+  const path = join(packageRoot(), 'build', 'Release', 'userfaultfd.node');
+  if (!existsSync(path)) {
+    throw new Error(`userfaultfd: the native addon is not built (${path} is missing); run \`npm install\` in the package`);
+  }
+  return createRequire(import.meta.url)(path) as NativeBinding;
+}
+
+export const native: NativeBinding = load();

@@ -1,0 +1,60 @@
+// Creating a userfaultfd: the syscall, or /dev/userfaultfd + USERFAULTFD_IOC_NEW (6.1+), and saying why
+// neither worked in words a user can act on.
+import { DEVICE_PATH, O_CLOEXEC, O_NONBLOCK, UFFD_USER_MODE_ONLY } from './abi.js';
+import { native } from './binding.js';
+import { errnoName, UffdError } from './errors.js';
+
+export type Via = 'auto' | 'syscall' | 'device';
+
+export interface CreateFlags {
+  nonBlocking: boolean;
+  closeOnExec: boolean;
+  userModeOnly: boolean;
+}
+
+export function flagBits(flags: CreateFlags): number {
+  return (flags.nonBlocking ? O_NONBLOCK : 0) | (flags.closeOnExec ? O_CLOEXEC : 0) | (flags.userModeOnly ? UFFD_USER_MODE_ONLY : 0);
+}
+
+/** fd >= 0, or -errno. */
+export function createRaw(path: 'syscall' | 'device', bits: number): number {
+  return path === 'syscall' ? native.userfaultfd(bits) : native.openDevice(DEVICE_PATH, bits);
+}
+
+/** What to do about a failed creation, by path and errno. */
+export function accessHint(path: 'syscall' | 'device' | 'userModeOnly', errno: number): string {
+  const code = errnoName(errno);
+  if (code === 'ENOSYS') return 'this kernel has no userfaultfd (CONFIG_USERFAULTFD) or a seccomp filter blocks it';
+  if (path === 'device') {
+    if (code === 'ENOENT') return `${DEVICE_PATH} does not exist (Linux 6.1+ with the misc device)`;
+    if (code === 'EACCES') return `no permission to open ${DEVICE_PATH}; grant read-write access to it (e.g. a group or setfacl)`;
+  }
+  if (code === 'EPERM') {
+    return path === 'userModeOnly'
+      ? 'even user-mode-only creation is refused: a seccomp filter or LSM blocks userfaultfd'
+      : 'needs CAP_SYS_PTRACE, sysctl vm.unprivileged_userfaultfd=1, or access to /dev/userfaultfd; or pass userModeOnly: true';
+  }
+  if (code === 'EINVAL' && path === 'userModeOnly') return 'UFFD_USER_MODE_ONLY needs Linux 5.11';
+  return 'unexpected error creating a userfaultfd';
+}
+
+/** Creates the fd by the requested path; 'auto' tries the syscall, then the device on EPERM. */
+export function createFd(via: Via, flags: CreateFlags): number {
+  const bits = flagBits(flags);
+  const syscallPath = flags.userModeOnly ? 'userModeOnly' : 'syscall';
+  if (via === 'device') {
+    const fd = createRaw('device', bits);
+    if (fd < 0) throw new UffdError(fd, `ioctl(USERFAULTFD_IOC_NEW) on ${DEVICE_PATH}`, { hint: accessHint('device', fd) });
+    return fd;
+  }
+  const fd = createRaw('syscall', bits);
+  if (fd >= 0) return fd;
+  if (via === 'syscall' || errnoName(fd) !== 'EPERM') {
+    throw new UffdError(fd, 'userfaultfd', { hint: accessHint(syscallPath, fd) });
+  }
+  const viaDevice = createRaw('device', bits);
+  if (viaDevice >= 0) return viaDevice;
+  throw new UffdError(fd, 'userfaultfd', {
+    hint: `${accessHint(syscallPath, fd)}; ${DEVICE_PATH} failed too: ${errnoName(viaDevice)}, ${accessHint('device', viaDevice)}`,
+  });
+}

@@ -1,0 +1,42 @@
+// Typed events from uffd_msg batches.
+import type { RawMessage } from './abi.js';
+import { EVENT, PAGEFAULT_FLAG, STRUCTS } from './abi.js';
+import { decodeMessage } from './abi.js';
+
+export type PagefaultKind = 'missing' | 'wp' | 'minor';
+
+export type UffdEvent<Child = unknown> =
+  | { type: 'pagefault'; kind: PagefaultKind; address: bigint; write: boolean; threadId: number }
+  | { type: 'fork'; uffd: Child }
+  | { type: 'remap'; from: bigint; to: bigint; length: number }
+  | { type: 'remove'; start: bigint; end: bigint }
+  | { type: 'unmap'; start: bigint; end: bigint }
+  | { type: 'unknown'; code: number; raw: Uint8Array };
+
+/** Turns one raw message into an event; `adoptFork` wraps the fd a FORK message installed in this process. */
+export function toEvent<Child>(msg: RawMessage, adoptFork: (fd: number) => Child): UffdEvent<Child> {
+  if ('flags' in msg) {
+    const kind: PagefaultKind = msg.flags & PAGEFAULT_FLAG.WP ? 'wp' : msg.flags & PAGEFAULT_FLAG.MINOR ? 'minor' : 'missing';
+    return { type: 'pagefault', kind, address: msg.address, write: (msg.flags & PAGEFAULT_FLAG.WRITE) !== 0n, threadId: msg.ptid };
+  }
+  if ('ufd' in msg) return { type: 'fork', uffd: adoptFork(msg.ufd) };
+  if ('from' in msg) return { type: 'remap', from: msg.from, to: msg.to, length: Number(msg.len) };
+  if ('start' in msg) return { type: msg.event === EVENT.REMOVE ? 'remove' : 'unmap', start: msg.start, end: msg.end };
+  return { type: 'unknown', code: msg.event, raw: msg.raw };
+}
+
+/**
+ * Decodes `count` messages from a read() buffer, non-fault events first: the kernel hands out queued faults
+ * before queued events, so a REMOVE that happened before a fault can arrive after it in the same batch, and a
+ * server must apply the REMOVE before serving that fault. Order is otherwise kept.
+ */
+export function decodeBatch<Child>(bytes: Uint8Array, count: number, adoptFork: (fd: number) => Child): UffdEvent<Child>[] {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const events: UffdEvent<Child>[] = [];
+  const faults: UffdEvent<Child>[] = [];
+  for (let i = 0; i < count; i++) {
+    const event = toEvent(decodeMessage(view, i * STRUCTS.uffd_msg.size), adoptFork);
+    (event.type === 'pagefault' ? faults : events).push(event);
+  }
+  return events.concat(faults);
+}

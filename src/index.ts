@@ -1,0 +1,15 @@
+export { FEATURES, IOCTLS, MADVISE, decodeMessage } from './abi.js';
+export type { FeatureInfo, FeatureName, IoctlInfo, IoctlName, MadviseName, RawMessage } from './abi.js';
+export { UffdError, UnsupportedFeatureError } from './errors.js';
+export type { UffdEvent, PagefaultKind } from './events.js';
+export { Mapping, MAX_BUFFER_LENGTH } from './mapping.js';
+export { probe } from './probe.js';
+export type { Access, Capabilities } from './probe.js';
+export { probeMemory } from './probe-memory.js';
+export type { MemoryProbe, MemoryProbes, MemoryType, ModeProbe, RegisterMode } from './probe-memory.js';
+export { probeMadvise } from './probe-madvise.js';
+export type { MadviseProbe } from './probe-madvise.js';
+export { FeatureSet, IoctlSet } from './sets.js';
+export { Userfaultfd } from './uffd.js';
+export type { OpenOptions, UffdEventOf } from './uffd.js';
+export type { Range } from './validate.js';

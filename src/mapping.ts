@@ -1,0 +1,207 @@
+// Mapped memory as JavaScript sees it: the ArrayBuffers are the mapping itself, no copy.
+// close() detaches every buffer and maps PROT_NONE over the range (in-flight native I/O then faults instead
+// of writing into whatever is mapped there next); the one munmap happens when the native region is
+// finalized, so no second munmap can hit an unrelated mapping placed at the same address.
+import { constants as bufferConstants } from 'node:buffer';
+import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, constants as fsConstants } from 'node:fs';
+import type { MadviseName } from './abi.js';
+import { MADVISE, MAP, MFD, PROT } from './abi.js';
+import type { Region } from './binding.js';
+import { native } from './binding.js';
+import { check, UffdError } from './errors.js';
+import { checkBoolean, checkOptionsObject, describe, isPositiveInt, PAGE_SIZE } from './validate.js';
+
+/** The largest external ArrayBuffer this Node allows (4 GiB on Node 20). */
+export const MAX_BUFFER_LENGTH = bufferConstants.MAX_LENGTH;
+
+export function hugePageSize(): number {
+  // Hugepagesize in /proc/meminfo is the default huge page size, the one MAP_HUGETLB and MFD_HUGETLB use.
+  const match = /^Hugepagesize:\s+(\d+) kB$/m.exec(readMeminfo());
+  return match?.[1] === undefined ? 0 : Number(match[1]) * 1024;
+}
+
+export function freeHugePages(): number {
+  const match = /^HugePages_Free:\s+(\d+)$/m.exec(readMeminfo());
+  return match?.[1] === undefined ? 0 : Number(match[1]);
+}
+
+function readMeminfo(): string {
+  return readFileSync('/proc/meminfo', 'latin1');
+}
+
+function roundUp(length: number, pageSize: number): number {
+  return Math.ceil(length / pageSize) * pageSize;
+}
+
+interface MapRequest {
+  length: number;
+  pageSize: number;
+  prot: number;
+  flags: number;
+  fd: number;
+  offset: number;
+  ownsFd: boolean;
+  memfd: boolean;
+  shared: boolean;
+}
+
+export class Mapping {
+  readonly address: bigint;
+  readonly length: number;
+  readonly pageSize: number;
+  /** The memfd or file descriptor behind the mapping (memfd mappings), -1 for anonymous memory. */
+  readonly fd: number;
+  readonly #region: Region;
+  readonly #request: MapRequest;
+  readonly #buffers: ArrayBuffer[] = [];
+  #buffer: ArrayBuffer | undefined;
+  #closed = false;
+
+  private constructor(request: MapRequest) {
+    const result = native.mmap(request.length, request.prot, request.flags, request.fd, request.offset);
+    if (typeof result === 'number') {
+      if (request.ownsFd) closeSync(request.fd);
+      throw new UffdError(result, 'mmap');
+    }
+    this.#region = result;
+    this.#request = request;
+    this.address = native.regionAddress(result);
+    this.length = request.length;
+    this.pageSize = request.pageSize;
+    this.fd = request.memfd ? request.fd : -1;
+  }
+
+  /** Private anonymous memory (MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE), 4 KiB or huge pages. */
+  static anonymous(length: number, options?: { hugetlb?: boolean }): Mapping {
+    const opts = checkOptionsObject(options, 'Mapping.anonymous options', ['hugetlb']);
+    const hugetlb = checkBoolean(opts.hugetlb, 'hugetlb') ?? false;
+    const pageSize = hugetlb ? requireHugePages() : PAGE_SIZE;
+    checkMapLength(length);
+    return new Mapping({
+      length: roundUp(length, pageSize), pageSize, prot: PROT.READ | PROT.WRITE,
+      flags: MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE | (hugetlb ? MAP.HUGETLB : 0),
+      fd: -1, offset: 0, ownsFd: false, memfd: false, shared: false,
+    });
+  }
+
+  /** A memfd (shmem, or hugetlbfs with `hugetlb`) mapped shared, or private with `private: true`. */
+  static memfd(length: number, options?: { name?: string; hugetlb?: boolean; private?: boolean }): Mapping {
+    const opts = checkOptionsObject(options, 'Mapping.memfd options', ['name', 'hugetlb', 'private']);
+    const hugetlb = checkBoolean(opts.hugetlb, 'hugetlb') ?? false;
+    const isPrivate = checkBoolean(opts.private, 'private') ?? false;
+    const name = opts.name ?? 'userfaultfd';
+    if (typeof name !== 'string' || name.length > 249 || name.includes('\0')) {
+      throw new TypeError(`name must be a string of at most 249 characters without NUL, got ${describe(name)}`);
+    }
+    checkMapLength(length);
+    const pageSize = hugetlb ? requireHugePages() : PAGE_SIZE;
+    const size = roundUp(length, pageSize);
+    const fd = check(native.memfdCreate(name, MFD.CLOEXEC | (hugetlb ? MFD.HUGETLB : 0)), 'memfd_create');
+    try {
+      ftruncateSync(fd, size);
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    return new Mapping({
+      length: size, pageSize, prot: PROT.READ | PROT.WRITE,
+      flags: (isPrivate ? MAP.PRIVATE : MAP.SHARED) | MAP.NORESERVE,
+      fd, offset: 0, ownsFd: true, memfd: true, shared: !isPrivate,
+    });
+  }
+
+  /** A file mapped read-only (or `writable`), private unless `shared`. */
+  static file(path: string, options?: { offset?: number; length?: number; writable?: boolean; shared?: boolean }): Mapping {
+    const opts = checkOptionsObject(options, 'Mapping.file options', ['offset', 'length', 'writable', 'shared']);
+    if (typeof path !== 'string') throw new TypeError(`path must be a string, got ${describe(path)}`);
+    const writable = checkBoolean(opts.writable, 'writable') ?? false;
+    const shared = checkBoolean(opts.shared, 'shared') ?? false;
+    const offset = opts.offset ?? 0;
+    if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0 || offset % PAGE_SIZE !== 0) {
+      throw new RangeError(`offset must be a non-negative multiple of ${String(PAGE_SIZE)}, got ${describe(offset)}`);
+    }
+    const fd = openSync(path, writable && shared ? fsConstants.O_RDWR : fsConstants.O_RDONLY);
+    try {
+      const length = opts.length ?? fstatSync(fd).size - offset;
+      checkMapLength(length);
+      return new Mapping({
+        length: roundUp(length as number, PAGE_SIZE), pageSize: PAGE_SIZE,
+        prot: PROT.READ | (writable ? PROT.WRITE : 0), flags: shared ? MAP.SHARED : MAP.PRIVATE,
+        fd, offset, ownsFd: false, memfd: false, shared,
+      });
+    } finally {
+      closeSync(fd); // the mapping keeps the file open
+    }
+  }
+
+  /** A second mapping of the same memfd pages: fill the page cache through it for UFFDIO_CONTINUE. */
+  alias(): Mapping {
+    this.#checkOpen();
+    if (!this.#request.memfd) throw new TypeError('alias() needs a memfd mapping');
+    return new Mapping({ ...this.#request, flags: MAP.SHARED | MAP.NORESERVE, ownsFd: false, shared: true });
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The whole mapping as one ArrayBuffer (at most MAX_BUFFER_LENGTH bytes; use view() beyond). */
+  get buffer(): ArrayBuffer {
+    this.#checkOpen();
+    if (this.length > MAX_BUFFER_LENGTH) {
+      throw new RangeError(`mapping of ${String(this.length)} bytes exceeds this Node's ArrayBuffer limit (${String(MAX_BUFFER_LENGTH)}); use view(offset, length)`);
+    }
+    this.#buffer ??= this.view(0, this.length);
+    return this.#buffer;
+  }
+
+  /** A window [offset, offset + length) of the mapping as its own ArrayBuffer, no copy. */
+  view(offset: number, length: number): ArrayBuffer {
+    this.#checkOpen();
+    if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`offset must be a non-negative integer, got ${describe(offset)}`);
+    if (typeof length !== 'number' || !Number.isSafeInteger(length) || length < 0) throw new RangeError(`length must be a non-negative integer, got ${describe(length)}`);
+    if (offset + length > this.length) throw new RangeError(`view [${String(offset)}, ${String(offset + length)}) is outside the mapping of ${String(this.length)} bytes`);
+    if (length > MAX_BUFFER_LENGTH) throw new RangeError(`view of ${String(length)} bytes exceeds this Node's ArrayBuffer limit (${String(MAX_BUFFER_LENGTH)})`);
+    const buffer = native.regionBuffer(this.#region, offset, length);
+    this.#buffers.push(buffer);
+    return buffer;
+  }
+
+  madvise(advice: MadviseName, offset = 0, length: number = this.length - offset): void {
+    this.#checkOpen();
+    const info = MADVISE.find((a) => a.name === advice);
+    if (info === undefined) throw new TypeError(`unknown madvise advice ${describe(advice)}`);
+    if (!info.safe) throw new RangeError(`madvise(${advice}) with a length retires physical pages for good; not done here`);
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset % PAGE_SIZE !== 0) throw new RangeError(`offset must be a page-aligned non-negative integer, got ${describe(offset)}`);
+    if (!Number.isSafeInteger(length) || length < 0 || offset + length > this.length) throw new RangeError(`length ${describe(length)} reaches outside the mapping`);
+    check(native.madvise(this.address + BigInt(offset), length, info.value), `madvise(MADV_${advice})`);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const buffer of this.#buffers) native.detach(buffer);
+    this.#buffers.length = 0;
+    this.#buffer = undefined;
+    check(native.regionSeal(this.#region), 'mmap(PROT_NONE)');
+    if (this.#request.ownsFd) closeSync(this.fd);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw Object.assign(new TypeError('the mapping is closed'), { code: 'ERR_UFFD_CLOSED' });
+  }
+}
+
+function checkMapLength(length: unknown): void {
+  if (!isPositiveInt(length)) throw new RangeError(`length must be a positive integer, got ${describe(length)}`);
+}
+
+function requireHugePages(): number {
+  const size = hugePageSize();
+  if (size === 0) throw new UffdError(-95 /* EOPNOTSUPP */, 'mmap', { hint: 'this kernel has no hugetlb support' });
+  return size;
+}

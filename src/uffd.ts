@@ -1,0 +1,367 @@
+// The Userfaultfd class: creation with feature negotiation done right, ranges, resolve ioctls, events.
+import { readlinkSync } from 'node:fs';
+import type { FeatureName } from './abi.js';
+import {
+  CONTINUE_MODE, COPY_MODE, FEATURES, ioctlInfo, MOVE_MODE, O_NONBLOCK, POISON_MODE, REGISTER_MODE, STRUCTS,
+  WRITEPROTECT_MODE, ZEROPAGE_MODE,
+} from './abi.js';
+import type { Watcher } from './binding.js';
+import { native } from './binding.js';
+import type { Via } from './create.js';
+import { createFd } from './create.js';
+import { check, errnoName, UffdError, UnsupportedFeatureError } from './errors.js';
+import type { UffdEvent } from './events.js';
+import { decodeBatch } from './events.js';
+import { readFdInfo, uffdioApi } from './handshake.js';
+import { probe } from './probe.js';
+import { FeatureSet, IoctlSet } from './sets.js';
+import type { Range } from './validate.js';
+import { checkAddress, checkBoolean, checkLength, checkOptionsObject, checkRange, describe, PAGE_SIZE } from './validate.js';
+
+export interface OpenOptions {
+  /** All must be enabled, else UnsupportedFeatureError. */
+  require?: FeatureName[];
+  /** Enabled where this kernel offers them, skipped otherwise. */
+  request?: FeatureName[];
+  nonBlocking?: boolean;
+  closeOnExec?: boolean;
+  userModeOnly?: boolean;
+  via?: Via;
+}
+
+export type UffdEventOf = UffdEvent<Userfaultfd>;
+
+const EAGAIN = -11;
+const FEATURE_BITS = new Map(FEATURES.map((f) => [f.name, BigInt(f.bit)]));
+const WP_ASYNC = 1n << (FEATURE_BITS.get('WP_ASYNC') ?? 0n);
+const WP_UNPOPULATED = 1n << (FEATURE_BITS.get('WP_UNPOPULATED') ?? 0n);
+const EVENT_FORK = 1n << (FEATURE_BITS.get('EVENT_FORK') ?? 0n);
+const MSG_SIZE = STRUCTS.uffd_msg.size;
+const REQ = {
+  REGISTER: ioctlInfo('REGISTER').request, UNREGISTER: ioctlInfo('UNREGISTER').request, WAKE: ioctlInfo('WAKE').request,
+  COPY: ioctlInfo('COPY').request, ZEROPAGE: ioctlInfo('ZEROPAGE').request, MOVE: ioctlInfo('MOVE').request,
+  WRITEPROTECT: ioctlInfo('WRITEPROTECT').request, CONTINUE: ioctlInfo('CONTINUE').request, POISON: ioctlInfo('POISON').request,
+};
+
+// Fds the library created for the user (a fork event's uffd) are closed if the user drops the object.
+const dropped = new FinalizationRegistry<number>((fd) => native.close(fd));
+// process.exit() joins the libuv threadpool before env cleanup: a pool thread blocked in a fault would hang
+// the exit. Closing every live uffd first wakes such faulters.
+const live = new Set<WeakRef<Userfaultfd>>();
+process.on('exit', () => {
+  for (const ref of live) ref.deref()?.close();
+});
+
+function checkFeatureNames(value: unknown, name: string): FeatureName[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) throw new TypeError(`${name} must be an array of feature names, got ${describe(value)}`);
+  for (const item of value) {
+    if (typeof item !== 'string' || !FEATURE_BITS.has(item as FeatureName)) {
+      throw new TypeError(`${name}: unknown userfaultfd feature ${describe(item)}; known: ${FEATURES.map((f) => f.name).join(', ')}`);
+    }
+  }
+  return value as FeatureName[];
+}
+
+function maskOf(names: Iterable<FeatureName>): bigint {
+  let mask = 0n;
+  for (const name of names) mask |= 1n << (FEATURE_BITS.get(name) ?? 0n);
+  return mask;
+}
+
+export class Userfaultfd {
+  #fd: number;
+  #features: FeatureSet;
+  readonly #scratch = new Uint8Array(40);
+  readonly #view = new DataView(this.#scratch.buffer);
+  readonly #watchers = new Set<{ watcher: Watcher; stop: () => void }>();
+  readonly #ref: WeakRef<Userfaultfd>;
+  #readBuffer = new Uint8Array(64 * MSG_SIZE);
+
+  private constructor(fd: number, features: FeatureSet) {
+    this.#fd = fd;
+    this.#features = features;
+    this.#ref = new WeakRef(this);
+    live.add(this.#ref);
+  }
+
+  /** Creates a uffd and enables `require` and the offered part of `request`. */
+  static open(options?: OpenOptions): Userfaultfd {
+    const opts = checkOptionsObject(options, 'Userfaultfd.open options', ['require', 'request', 'nonBlocking', 'closeOnExec', 'userModeOnly', 'via']);
+    const required = checkFeatureNames(opts.require, 'require');
+    const requested = checkFeatureNames(opts.request, 'request');
+    const flags = {
+      nonBlocking: checkBoolean(opts.nonBlocking, 'nonBlocking') ?? true,
+      closeOnExec: checkBoolean(opts.closeOnExec, 'closeOnExec') ?? true,
+      userModeOnly: checkBoolean(opts.userModeOnly, 'userModeOnly') ?? false,
+    };
+    const via = opts.via ?? 'auto';
+    if (via !== 'auto' && via !== 'syscall' && via !== 'device') {
+      throw new TypeError(`via must be 'auto', 'syscall' or 'device', got ${describe(via)}`);
+    }
+
+    const fd = createFd(via, flags);
+    try {
+      // The offered set comes from a throwaway fd (cached): only ever send the kernel bits it offers.
+      const offered = probe().features.mask;
+      const missing = required.filter((name) => (offered & maskOf([name])) === 0n);
+      if (missing.length > 0) throw new UnsupportedFeatureError(missing);
+      let wanted = (maskOf(required) | maskOf(requested)) & offered;
+      let result = uffdioApi(fd, wanted);
+      if (errnoName(result.errno) === 'EPERM' && (wanted & EVENT_FORK) !== 0n) {
+        if (required.includes('EVENT_FORK')) {
+          throw new UnsupportedFeatureError(['EVENT_FORK'], 'EVENT_FORK needs CAP_SYS_PTRACE in the initial user namespace');
+        }
+        // A failed UFFDIO_API leaves the fd uninitialized: retry on the same fd without the bit.
+        wanted &= ~EVENT_FORK;
+        result = uffdioApi(fd, wanted);
+      }
+      if (result.errno !== 0) throw new UffdError(result.errno, 'ioctl(UFFDIO_API)');
+      // The kernel turns WP_UNPOPULATED on with WP_ASYNC.
+      const enabled = (wanted & WP_ASYNC) !== 0n ? wanted | WP_UNPOPULATED : wanted;
+      return new Userfaultfd(fd, FeatureSet.fromMask(enabled));
+    } catch (err) {
+      native.close(fd);
+      throw err;
+    }
+  }
+
+  /**
+   * Adopts an initialized uffd (from a socket, a fork event, a worker's workerData): close() closes it.
+   * Sets O_NONBLOCK (a fork event's fd keeps the creator's flags, and poll on a blocking uffd is POLLERR).
+   */
+  static fromFd(fd: number, options?: { features?: FeatureName[] }): Userfaultfd {
+    if (typeof fd !== 'number' || !Number.isSafeInteger(fd) || fd < 0) throw new TypeError(`fd must be a non-negative integer, got ${describe(fd)}`);
+    const opts = checkOptionsObject(options, 'Userfaultfd.fromFd options', ['features']);
+    const given = opts.features === undefined ? undefined : checkFeatureNames(opts.features, 'features');
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/self/fd/${String(fd)}`);
+    } catch {
+      throw new UffdError(-9 /* EBADF */, 'fromFd', { hint: `fd ${String(fd)} is not open` });
+    }
+    if (target !== 'anon_inode:[userfaultfd]') throw new TypeError(`fd ${String(fd)} is not a userfaultfd (it is ${target})`);
+    const info = readFdInfo(fd);
+    if (info?.initialized !== true) throw new TypeError(`fd ${String(fd)} is a userfaultfd on which UFFDIO_API has not succeeded yet`);
+    check(native.setNonBlocking(fd, true), 'fcntl(F_SETFL, O_NONBLOCK)');
+    return new Userfaultfd(fd, given === undefined ? FeatureSet.fromMask(info.features) : FeatureSet.fromNames(given));
+  }
+
+  /** The descriptor; -1 once closed. */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  get closed(): boolean {
+    return this.#fd < 0;
+  }
+
+  /** The features ENABLED on this uffd (UFFDIO_API reports those offered; the enabled set is in fdinfo). */
+  get features(): FeatureSet {
+    return this.#features;
+  }
+
+  /** A new close-on-exec descriptor for the same uffd, e.g. for a worker thread. Whoever dup()s closes it:
+   * the kernel wakes blocked faulters only when the last descriptor of a uffd is closed. */
+  dup(): number {
+    return check(native.dupCloexec(this.#open()), 'fcntl(F_DUPFD_CLOEXEC)');
+  }
+
+  register(range: Range, modes: { missing?: boolean; wp?: boolean; minor?: boolean }): IoctlSet {
+    const r = checkRange(range);
+    const m = checkOptionsObject(modes, 'modes', ['missing', 'wp', 'minor']);
+    const mode = (checkBoolean(m.missing, 'missing') === true ? REGISTER_MODE.MISSING : 0n)
+      | (checkBoolean(m.wp, 'wp') === true ? REGISTER_MODE.WP : 0n)
+      | (checkBoolean(m.minor, 'minor') === true ? REGISTER_MODE.MINOR : 0n);
+    if (mode === 0n) throw new TypeError('register needs at least one of missing, wp, minor');
+    this.#put(r.address, BigInt(r.length), mode, 0n);
+    check(this.#ioctl(REQ.REGISTER), 'ioctl(UFFDIO_REGISTER)');
+    return IoctlSet.fromMask(this.#get(3));
+  }
+
+  unregister(range: Range): void {
+    const r = checkRange(range);
+    this.#put(r.address, BigInt(r.length));
+    check(this.#ioctl(REQ.UNREGISTER), 'ioctl(UFFDIO_UNREGISTER)');
+  }
+
+  wake(range: Range): void {
+    const r = checkRange(range);
+    this.#put(r.address, BigInt(r.length));
+    check(this.#ioctl(REQ.WAKE), 'ioctl(UFFDIO_WAKE)');
+  }
+
+  /** UFFDIO_COPY of `src` to `dst`; returns the bytes copied (all of them, or it throws with `.bytes`). */
+  copy(dst: bigint, src: ArrayBufferView, options?: { wake?: boolean; wp?: boolean }): number {
+    const o = checkOptionsObject(options, 'copy options', ['wake', 'wp']);
+    checkAddress(dst, 'dst', PAGE_SIZE);
+    if (!ArrayBuffer.isView(src)) throw new TypeError(`src must be an ArrayBufferView, got ${describe(src)}`);
+    const length = checkLength(src.byteLength, 'src.byteLength', PAGE_SIZE);
+    const mode = (checkBoolean(o.wake, 'wake') === false ? COPY_MODE.DONTWAKE : 0n) | (checkBoolean(o.wp, 'wp') === true ? COPY_MODE.WP : 0n);
+    return this.copyFrom(dst, native.addressOf(src), length, mode);
+  }
+
+  /** COPY from a raw source address (a mapping of this process); `mode` is COPY_MODE bits. Internal. */
+  copyFrom(dst: bigint, src: bigint, length: number, mode: bigint): number {
+    return this.#resolve(REQ.COPY, 'ioctl(UFFDIO_COPY)', length, (done) => this.#put(dst + done, src + done, BigInt(length) - done, mode, 0n));
+  }
+
+  zeropage(range: Range, options?: { wake?: boolean }): number {
+    const r = checkRange(range);
+    const o = checkOptionsObject(options, 'zeropage options', ['wake']);
+    const mode = checkBoolean(o.wake, 'wake') === false ? ZEROPAGE_MODE.DONTWAKE : 0n;
+    return this.#resolve(REQ.ZEROPAGE, 'ioctl(UFFDIO_ZEROPAGE)', r.length, (done) => this.#put(r.address + done, BigInt(r.length) - done, mode, 0n));
+  }
+
+  continue(range: Range, options?: { wake?: boolean; wp?: boolean }): number {
+    const r = checkRange(range);
+    const o = checkOptionsObject(options, 'continue options', ['wake', 'wp']);
+    const mode = (checkBoolean(o.wake, 'wake') === false ? CONTINUE_MODE.DONTWAKE : 0n) | (checkBoolean(o.wp, 'wp') === true ? CONTINUE_MODE.WP : 0n);
+    return this.#resolve(REQ.CONTINUE, 'ioctl(UFFDIO_CONTINUE)', r.length, (done) => this.#put(r.address + done, BigInt(r.length) - done, mode, 0n));
+  }
+
+  poison(range: Range, options?: { wake?: boolean }): number {
+    const r = checkRange(range);
+    const o = checkOptionsObject(options, 'poison options', ['wake']);
+    const mode = checkBoolean(o.wake, 'wake') === false ? POISON_MODE.DONTWAKE : 0n;
+    return this.#resolve(REQ.POISON, 'ioctl(UFFDIO_POISON)', r.length, (done) => this.#put(r.address + done, BigInt(r.length) - done, mode, 0n));
+  }
+
+  move(dst: bigint, src: bigint, length: number, options?: { wake?: boolean; allowSrcHoles?: boolean }): number {
+    checkAddress(dst, 'dst', PAGE_SIZE);
+    checkAddress(src, 'src', PAGE_SIZE);
+    checkLength(length, 'length', PAGE_SIZE);
+    const o = checkOptionsObject(options, 'move options', ['wake', 'allowSrcHoles']);
+    const mode = (checkBoolean(o.wake, 'wake') === false ? MOVE_MODE.DONTWAKE : 0n) | (checkBoolean(o.allowSrcHoles, 'allowSrcHoles') === true ? MOVE_MODE.ALLOW_SRC_HOLES : 0n);
+    return this.#resolve(REQ.MOVE, 'ioctl(UFFDIO_MOVE)', length, (done) => this.#put(dst + done, src + done, BigInt(length) - done, mode, 0n));
+  }
+
+  writeProtect(range: Range, protect: boolean, options?: { wake?: boolean }): void {
+    const r = checkRange(range);
+    if (typeof protect !== 'boolean') throw new TypeError(`protect must be a boolean, got ${describe(protect)}`);
+    const o = checkOptionsObject(options, 'writeProtect options', ['wake']);
+    const wake = checkBoolean(o.wake, 'wake') ?? true;
+    if (protect && !wake) throw new TypeError('wake: false applies only when removing protection (the kernel refuses WP|DONTWAKE)');
+    const mode = (protect ? WRITEPROTECT_MODE.WP : 0n) | (wake ? 0n : WRITEPROTECT_MODE.DONTWAKE);
+    this.#put(r.address, BigInt(r.length), mode);
+    check(this.#ioctl(REQ.WRITEPROTECT), 'ioctl(UFFDIO_WRITEPROTECT)');
+  }
+
+  /** Reads one batch of pending messages without blocking; [] when nothing is pending. */
+  read(max = 64): UffdEventOf[] {
+    if (!Number.isSafeInteger(max) || max < 1 || max > 4096) throw new RangeError(`max must be an integer in [1, 4096], got ${describe(max)}`);
+    const fd = this.#open();
+    if (this.#readBuffer.length < max * MSG_SIZE) this.#readBuffer = new Uint8Array(max * MSG_SIZE);
+    const n = native.read(fd, this.#readBuffer.subarray(0, max * MSG_SIZE));
+    if (n === EAGAIN) return [];
+    check(n, 'read');
+    return decodeBatch(this.#readBuffer, n / MSG_SIZE, (child) => {
+      const uffd = Userfaultfd.fromFd(child);
+      dropped.register(uffd, child, uffd);
+      return uffd;
+    });
+  }
+
+  /** Events as they arrive, driven by the event loop; ends on close() or when `signal` aborts. */
+  async *events(options?: { signal?: AbortSignal }): AsyncGenerator<UffdEventOf, void, undefined> {
+    const o = checkOptionsObject(options, 'events options', ['signal']);
+    const signal = o.signal;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError(`signal must be an AbortSignal, got ${describe(signal)}`);
+    const fd = this.#open();
+    let wakeUp: (() => void) | undefined;
+    let failure: number | undefined;
+    const notify = (): void => {
+      const resume = wakeUp;
+      wakeUp = undefined;
+      resume?.();
+    };
+    const started = native.pollStart(fd, native.pollEvents.READABLE, (status) => {
+      if (status < 0) failure = status;
+      notify();
+    });
+    if (typeof started === 'number') throw new UffdError(started, 'uv_poll_start');
+    const entry = { watcher: started, stop: notify };
+    this.#watchers.add(entry);
+    signal?.addEventListener('abort', notify);
+    try {
+      while (!this.closed && signal?.aborted !== true) {
+        if (failure !== undefined) throw new UffdError(failure, 'poll');
+        const batch = this.read();
+        if (batch.length > 0) {
+          yield* batch;
+          continue;
+        }
+        await new Promise<void>((resolve) => { wakeUp = resolve; });
+      }
+    } finally {
+      signal?.removeEventListener('abort', notify);
+      this.#watchers.delete(entry);
+      native.pollStop(started);
+    }
+  }
+
+  /** Closes the descriptor. The kernel unregisters and wakes faulters when the LAST descriptor closes. */
+  close(): void {
+    if (this.#fd < 0) return;
+    for (const entry of this.#watchers) {
+      native.pollStop(entry.watcher); // before the fd goes: epoll must not see a closed fd
+      entry.stop();
+    }
+    this.#watchers.clear();
+    const fd = this.#fd;
+    this.#fd = -1;
+    live.delete(this.#ref);
+    dropped.unregister(this);
+    check(native.close(fd), 'close');
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #open(): number {
+    if (this.#fd < 0) throw Object.assign(new TypeError('the userfaultfd is closed'), { code: 'ERR_UFFD_CLOSED' });
+    return this.#fd;
+  }
+
+  #put(...fields: bigint[]): void {
+    for (let i = 0; i < fields.length; i++) this.#view.setBigUint64(i * 8, fields[i] ?? 0n, true);
+  }
+
+  #get(index: number): bigint {
+    return this.#view.getBigInt64(index * 8, true);
+  }
+
+  #ioctl(request: number): number {
+    return native.ioctl(this.#open(), request, this.#scratch);
+  }
+
+  /**
+   * Runs a resolve ioctl to completion. The kernel reports partial progress as EAGAIN with a positive count
+   * and hides the real cause, so the rest is retried until done or a real error appears, which is thrown
+   * with `.bytes` = bytes resolved before it. EAGAIN with the count -EAGAIN means an unread event: thrown as
+   * EAGAIN without looping (read the events, then retry). The count field is preset to 0 because the kernel
+   * leaves it unwritten on early EINVAL/EFAULT/ESRCH: errno is the truth then.
+   */
+  #resolve(request: number, syscall: string, length: number, fill: (done: bigint) => void): number {
+    const total = BigInt(length);
+    const resultIndex = request === REQ.COPY || request === REQ.MOVE ? 4 : 3;
+    let done = 0n;
+    for (;;) {
+      fill(done);
+      const errno = this.#ioctl(request);
+      if (errno === 0) return length;
+      const count = this.#get(resultIndex);
+      if (errno === EAGAIN && count > 0n && done + count <= total) {
+        done += count;
+        if (done === total) return length;
+        continue;
+      }
+      throw new UffdError(errno, syscall, { bytes: Number(done) });
+    }
+  }
+}
+
+export function isNonBlocking(fd: number): boolean {
+  return (check(native.getStatusFlags(fd), 'fcntl(F_GETFL)') & O_NONBLOCK) !== 0;
+}
