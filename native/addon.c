@@ -22,7 +22,6 @@ static napi_value live_handles(napi_env env, napi_callback_info info) {
   napi_value out;
   NAPI_OK(napi_create_object(env, &out));
   NAPI_OK(napi_set_named_property(env, out, "watchers", make_i32(env, st->live_watchers)));
-  NAPI_OK(napi_set_named_property(env, out, "regions", make_i32(env, st->live_regions)));
   return out;
 }
 

@@ -11,8 +11,7 @@
 
 /* Per-env state (one per main thread or worker). */
 typedef struct {
-  int32_t live_watchers;   /* uv_poll handles not yet closed */
-  int32_t live_regions;    /* mappings not yet unmapped */
+  int32_t live_watchers; /* uv_poll handles not yet closed (tests check that teardown closes them) */
 } addon_state;
 
 addon_state *addon_get_state(napi_env env);

@@ -198,33 +198,29 @@ export class Userfaultfd {
     if (!ArrayBuffer.isView(src)) throw new TypeError(`src must be an ArrayBufferView, got ${describe(src)}`);
     const length = checkLength(src.byteLength, 'src.byteLength', PAGE_SIZE);
     const mode = (checkBoolean(o.wake, 'wake') === false ? COPY_MODE.DONTWAKE : 0n) | (checkBoolean(o.wp, 'wp') === true ? COPY_MODE.WP : 0n);
-    return this.copyFrom(dst, native.addressOf(src), length, mode);
-  }
-
-  /** COPY from a raw source address (a mapping of this process); `mode` is COPY_MODE bits. Internal. */
-  copyFrom(dst: bigint, src: bigint, length: number, mode: bigint): number {
-    return this.#resolve(REQ.COPY, 'ioctl(UFFDIO_COPY)', length, (done) => this.#put(dst + done, src + done, BigInt(length) - done, mode, 0n));
+    const source = native.addressOf(src);
+    return this.#resolve(REQ.COPY, 'ioctl(UFFDIO_COPY)', length, (done) => { this.#put(dst + done, source + done, BigInt(length) - done, mode, 0n); });
   }
 
   zeropage(range: Range, options?: { wake?: boolean }): number {
     const r = checkRange(range);
     const o = checkOptionsObject(options, 'zeropage options', ['wake']);
     const mode = checkBoolean(o.wake, 'wake') === false ? ZEROPAGE_MODE.DONTWAKE : 0n;
-    return this.#resolve(REQ.ZEROPAGE, 'ioctl(UFFDIO_ZEROPAGE)', r.length, (done) => this.#put(r.address + done, BigInt(r.length) - done, mode, 0n));
+    return this.#resolveRange(REQ.ZEROPAGE, 'ioctl(UFFDIO_ZEROPAGE)', r, mode);
   }
 
   continue(range: Range, options?: { wake?: boolean; wp?: boolean }): number {
     const r = checkRange(range);
     const o = checkOptionsObject(options, 'continue options', ['wake', 'wp']);
     const mode = (checkBoolean(o.wake, 'wake') === false ? CONTINUE_MODE.DONTWAKE : 0n) | (checkBoolean(o.wp, 'wp') === true ? CONTINUE_MODE.WP : 0n);
-    return this.#resolve(REQ.CONTINUE, 'ioctl(UFFDIO_CONTINUE)', r.length, (done) => this.#put(r.address + done, BigInt(r.length) - done, mode, 0n));
+    return this.#resolveRange(REQ.CONTINUE, 'ioctl(UFFDIO_CONTINUE)', r, mode);
   }
 
   poison(range: Range, options?: { wake?: boolean }): number {
     const r = checkRange(range);
     const o = checkOptionsObject(options, 'poison options', ['wake']);
     const mode = checkBoolean(o.wake, 'wake') === false ? POISON_MODE.DONTWAKE : 0n;
-    return this.#resolve(REQ.POISON, 'ioctl(UFFDIO_POISON)', r.length, (done) => this.#put(r.address + done, BigInt(r.length) - done, mode, 0n));
+    return this.#resolveRange(REQ.POISON, 'ioctl(UFFDIO_POISON)', r, mode);
   }
 
   move(dst: bigint, src: bigint, length: number, options?: { wake?: boolean; allowSrcHoles?: boolean }): number {
@@ -233,7 +229,7 @@ export class Userfaultfd {
     checkLength(length, 'length', PAGE_SIZE);
     const o = checkOptionsObject(options, 'move options', ['wake', 'allowSrcHoles']);
     const mode = (checkBoolean(o.wake, 'wake') === false ? MOVE_MODE.DONTWAKE : 0n) | (checkBoolean(o.allowSrcHoles, 'allowSrcHoles') === true ? MOVE_MODE.ALLOW_SRC_HOLES : 0n);
-    return this.#resolve(REQ.MOVE, 'ioctl(UFFDIO_MOVE)', length, (done) => this.#put(dst + done, src + done, BigInt(length) - done, mode, 0n));
+    return this.#resolve(REQ.MOVE, 'ioctl(UFFDIO_MOVE)', length, (done) => { this.#put(dst + done, src + done, BigInt(length) - done, mode, 0n); });
   }
 
   writeProtect(range: Range, protect: boolean, options?: { wake?: boolean }): void {
@@ -334,6 +330,11 @@ export class Userfaultfd {
 
   #ioctl(request: number): number {
     return native.ioctl(this.#open(), request, this.#scratch);
+  }
+
+  /** ZEROPAGE, CONTINUE and POISON share one layout: { range, mode, result }. */
+  #resolveRange(request: number, syscall: string, r: { address: bigint; length: number }, mode: bigint): number {
+    return this.#resolve(request, syscall, r.length, (done) => { this.#put(r.address + done, BigInt(r.length) - done, mode, 0n); });
   }
 
   /**
