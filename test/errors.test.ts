@@ -58,7 +58,7 @@ test('operations on a closed uffd throw ERR_UFFD_CLOSED', () => {
   uffd.close();
   assert.throws(() => uffd.dup(), { name: 'TypeError', code: 'ERR_UFFD_CLOSED' });
   assert.throws(() => uffd.read(), { code: 'ERR_UFFD_CLOSED' });
-  assert.throws(() => uffd.wake({ address: 0x10000n, length: 4096 }), { code: 'ERR_UFFD_CLOSED' });
+  assert.throws(() => { uffd.wake({ address: 0x10000n, length: 4096 }); }, { code: 'ERR_UFFD_CLOSED' });
 });
 
 test('range and address arguments: RangeError/TypeError with the value, no syscall', () => {
@@ -71,7 +71,7 @@ test('range and address arguments: RangeError/TypeError with the value, no sysca
   assert.throws(() => uffd.register({ address: 0x200000n, length: 4096, pageSize: 2 << 20 }, { missing: true }), { name: 'RangeError', message: /2097152/ });
   assert.throws(() => uffd.copy(0x1000n, new Uint8Array(10)), { name: 'RangeError', message: /src.byteLength 10/ });
   assert.throws(() => uffd.copy(0x1000n, 'page' as never), TypeError);
-  assert.throws(() => uffd.writeProtect({ address: 0x1000n, length: 4096 }, true, { wake: false }), { name: 'TypeError', message: /WP\|DONTWAKE/ });
+  assert.throws(() => { uffd.writeProtect({ address: 0x1000n, length: 4096 }, true, { wake: false }); }, { name: 'TypeError', message: /WP\|DONTWAKE/ });
   assert.throws(() => uffd.read(0), RangeError);
   assert.equal(fdinfoApi(uffd.fd)?.features, 1n << 31n, 'the uffd is untouched');
 });
