@@ -8,6 +8,7 @@
         "native/fd.c",
         "native/memory.c",
         "native/poll.c",
+        "native/process.c",
         "native/uffd.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],

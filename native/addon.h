@@ -37,6 +37,7 @@ void export_fn(napi_env env, napi_value exports, const char *name, napi_callback
 void register_fd(napi_env env, napi_value exports);
 void register_memory(napi_env env, napi_value exports);
 void register_poll(napi_env env, napi_value exports);
+void register_process(napi_env env, napi_value exports);
 void register_uffd(napi_env env, napi_value exports);
 
 #endif

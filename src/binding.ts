@@ -36,6 +36,9 @@ export interface NativeBinding {
   pollStop(watcher: Watcher): void;
   pollRef(watcher: Watcher, keepsLoopAlive: boolean): void;
   readonly pollEvents: { readonly READABLE: number; readonly DISCONNECT: number };
+  // process.c
+  pidfdOpen(pid: number): number;
+  pidfdGetfd(pidfd: number, targetFd: number): number;
   // addon.c
   liveHandles(): { watchers: number };
 }
