@@ -13,3 +13,8 @@ export { FeatureSet, IoctlSet } from './sets.js';
 export { Userfaultfd } from './uffd.js';
 export type { OpenOptions, UffdEventOf } from './uffd.js';
 export type { Range } from './validate.js';
+export { LazyMemory } from './lazy/lazy-memory.js';
+export type { LazyMemoryOptions } from './lazy/lazy-memory.js';
+export type { LazyStats } from './lazy/stats.js';
+export { bufferSource, fileSource, moduleSource, zeroSource } from './sources/source.js';
+export type { PageSource, SourceSpec } from './sources/source.js';

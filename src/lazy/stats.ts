@@ -1,0 +1,63 @@
+// Statistics shared between the resolver worker (writer) and the main thread (reader) through shared
+// memory, so stats() is synchronous and costs the resolver no messages.
+
+const COUNTERS = ['faults', 'pagesServed', 'bytesServed', 'readaheadPages', 'prefetchPages', 'sourceErrors', 'zeroFilled', 'poisoned'] as const;
+type Counter = (typeof COUNTERS)[number];
+/** Service time histogram: 1 µs buckets up to this, then one overflow bucket. */
+const BUCKETS = 10_000;
+
+export interface LazyStats {
+  faults: number;
+  pagesServed: number;
+  bytesServed: number;
+  readaheadPages: number;
+  prefetchPages: number;
+  sourceErrors: number;
+  zeroFilled: number;
+  poisoned: number;
+  /** Time from reading a fault message to waking the faulter, in µs (1 µs resolution; 10 ms = overflow). */
+  serviceMicros: { p50: number; p99: number };
+}
+
+export class SharedStats {
+  readonly buffer: SharedArrayBuffer;
+  readonly #counters: Float64Array;
+  readonly #histogram: Uint32Array;
+
+  constructor(buffer?: SharedArrayBuffer) {
+    this.buffer = buffer ?? new SharedArrayBuffer(COUNTERS.length * 8 + (BUCKETS + 1) * 4);
+    this.#counters = new Float64Array(this.buffer, 0, COUNTERS.length);
+    this.#histogram = new Uint32Array(this.buffer, COUNTERS.length * 8, BUCKETS + 1);
+  }
+
+  add(counter: Counter, n = 1): void {
+    this.#counters[COUNTERS.indexOf(counter)] = (this.#counters[COUNTERS.indexOf(counter)] ?? 0) + n;
+  }
+
+  recordService(micros: number): void {
+    Atomics.add(this.#histogram, Math.min(BUCKETS, Math.max(0, Math.round(micros))), 1);
+  }
+
+  read(): LazyStats {
+    const get = (c: Counter): number => this.#counters[COUNTERS.indexOf(c)] ?? 0;
+    return {
+      faults: get('faults'), pagesServed: get('pagesServed'), bytesServed: get('bytesServed'),
+      readaheadPages: get('readaheadPages'), prefetchPages: get('prefetchPages'), sourceErrors: get('sourceErrors'),
+      zeroFilled: get('zeroFilled'), poisoned: get('poisoned'),
+      serviceMicros: { p50: this.#percentile(0.5), p99: this.#percentile(0.99) },
+    };
+  }
+
+  #percentile(q: number): number {
+    let total = 0;
+    for (const n of this.#histogram) total += n;
+    if (total === 0) return 0;
+    const rank = Math.ceil(q * total);
+    let seen = 0;
+    for (let i = 0; i <= BUCKETS; i++) {
+      seen += this.#histogram[i] ?? 0;
+      if (seen >= rank) return i;
+    }
+    return BUCKETS;
+  }
+}

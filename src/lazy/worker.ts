@@ -1,0 +1,77 @@
+// The resolver thread of a LazyMemory. It owns a dup of the uffd and never touches the lazy memory itself;
+// the main thread only touches memory (the threading rule). It never uses the libuv threadpool: sources
+// read synchronously (pread, a mapping) or over sockets.
+import { parentPort, workerData } from 'node:worker_threads';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { autoReadahead, fixedReadahead } from '../policy/readahead.js';
+import { openSource } from '../sources/source.js';
+import type { PageSource, SourceSpec } from '../sources/source.js';
+import { Userfaultfd } from '../uffd.js';
+import { LazyResolver } from './resolver.js';
+import type { SourceErrorPolicy } from './resolver.js';
+import { SharedStats } from './stats.js';
+
+export interface WorkerInput {
+  source: SourceSpec;
+  readahead: number | 'auto';
+  prefetch: boolean;
+  onSourceError: SourceErrorPolicy;
+  retries: number;
+  retryDelayMs: number;
+  stats: SharedArrayBuffer;
+}
+
+export type ToWorker = { type: 'serve'; fd: number; base: bigint; pageSize: number; pages: number } | { type: 'stop' };
+export type FromWorker =
+  | { type: 'source'; length: number }
+  | { type: 'ready' }
+  | { type: 'sourceError'; page: number; message: string }
+  | { type: 'failed'; message: string }
+  | { type: 'stopped' };
+
+const port = parentPort;
+if (port === null) throw new Error('lazy/worker.js runs only as a worker thread');
+const input = workerData as WorkerInput;
+const send = (message: FromWorker): void => { port.postMessage(message); };
+
+let source: PageSource;
+try {
+  source = await openSource(input.source);
+  send({ type: 'source', length: source.length });
+} catch (err) {
+  send({ type: 'failed', message: err instanceof Error ? err.message : String(err) });
+  port.close();
+  throw err;
+}
+
+const stop = new AbortController();
+const serve = await new Promise<Extract<ToWorker, { type: 'serve' }> | undefined>((resolve) => {
+  port.once('message', (m: ToWorker) => { resolve(m.type === 'serve' ? m : undefined); });
+});
+
+if (serve !== undefined) {
+  const uffd = Userfaultfd.fromFd(serve.fd);
+  const resolver = new LazyResolver({
+    uffd, source, base: serve.base, pageSize: serve.pageSize, pages: serve.pages,
+    policy: input.readahead === 'auto' ? autoReadahead() : fixedReadahead(input.readahead),
+    onSourceError: input.onSourceError, retries: input.retries, retryDelayMs: input.retryDelayMs,
+    stats: new SharedStats(input.stats),
+    reportSourceError: (page, error) => { send({ type: 'sourceError', page, message: error instanceof Error ? error.message : String(error) }); },
+  });
+  port.on('message', (m: ToWorker) => { if (m.type === 'stop') stop.abort(); });
+  send({ type: 'ready' });
+
+  // Background fill runs between events, one chunk at a time, so a demand fault waits at most one chunk.
+  const prefetching = (async () => {
+    if (!input.prefetch) return;
+    while (!stop.signal.aborted && (await resolver.prefetchChunk())) await yieldToLoop();
+  })();
+  for await (const event of uffd.events({ signal: stop.signal })) {
+    if (event.type === 'pagefault') await resolver.fault(event.address);
+  }
+  await prefetching;
+  uffd.close();
+}
+await source.close?.();
+send({ type: 'stopped' });
+port.close();

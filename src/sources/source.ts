@@ -1,0 +1,158 @@
+// Page sources: where the bytes of lazily filled memory come from. Lazy memory (and the page server) run
+// sources inside their resolver, so a source is described by a plain, cloneable spec here and constructed
+// where it is used (a worker cannot receive a file descriptor table entry, a mapping or a closure).
+//
+// A source's read must not wait on the libuv threadpool (async fs, zlib, crypto, dns.lookup): the pool is
+// shared by every thread of the process, and if the main thread's own pool work faults on lazy memory, all
+// pool threads can be asleep in faults that only this resolver can serve.
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { Mapping } from '../mapping.js';
+import { describe as describeValue } from '../validate.js';
+
+/** A source of bytes, read a page-aligned range at a time. */
+export interface PageSource {
+  /** Bytes in the source; the memory is this rounded up to whole pages (the tail reads as zeros). */
+  readonly length: number;
+  /**
+   * Fills `target` with the bytes at [offset, offset + target.length), clipped to `length`, and returns how
+   * many it wrote. Fewer than asked (within `length`) means the source is shorter than it claimed: an error.
+   * May return a promise; it must not use the libuv threadpool.
+   */
+  read(offset: number, target: Uint8Array): number | Promise<number>;
+  /** Called once when the memory is closed. */
+  close?(): void | Promise<void>;
+  /**
+   * Optional zero-copy path: the source's bytes already in this process's memory (a read-only mapping),
+   * for UFFDIO_COPY to read directly. The view must cover [offset, offset + length).
+   */
+  view?(offset: number, length: number): Uint8Array | undefined;
+}
+
+export type SourceSpec =
+  | { kind: 'file'; path: string; access: 'pread' | 'mmap' }
+  | { kind: 'buffer'; data: SharedArrayBuffer; byteOffset: number; byteLength: number }
+  | { kind: 'zero'; length: number }
+  | { kind: 'module'; url: string; options: unknown };
+
+/** A file: `pread` (the default) reads with pread(2); `mmap` copies straight from a read-only mapping. */
+export function fileSource(path: string, options?: { access?: 'pread' | 'mmap' }): SourceSpec {
+  if (typeof path !== 'string' || path.length === 0) throw new TypeError(`path must be a non-empty string, got ${describeValue(path)}`);
+  const access = options?.access ?? 'pread';
+  if (access !== 'pread' && access !== 'mmap') throw new TypeError(`access must be 'pread' or 'mmap', got ${describeValue(access)}`);
+  return { kind: 'file', path, access };
+}
+
+/**
+ * Bytes in memory. A view of a SharedArrayBuffer is used in place (the resolver runs in a worker); any other
+ * view is copied once into shared memory.
+ */
+export function bufferSource(data: ArrayBufferView | ArrayBuffer | SharedArrayBuffer): SourceSpec {
+  if (data instanceof SharedArrayBuffer) return { kind: 'buffer', data, byteOffset: 0, byteLength: data.byteLength };
+  const view = data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : undefined;
+  if (view === undefined) throw new TypeError(`data must be an ArrayBuffer, a SharedArrayBuffer or a view of one, got ${describeValue(data)}`);
+  if (view.buffer instanceof SharedArrayBuffer) return { kind: 'buffer', data: view.buffer, byteOffset: view.byteOffset, byteLength: view.byteLength };
+  const shared = new SharedArrayBuffer(view.byteLength);
+  new Uint8Array(shared).set(view);
+  return { kind: 'buffer', data: shared, byteOffset: 0, byteLength: view.byteLength };
+}
+
+/** `length` zero bytes. */
+export function zeroSource(length: number): SourceSpec {
+  if (!Number.isSafeInteger(length) || length <= 0) throw new RangeError(`length must be a positive integer, got ${describeValue(length)}`);
+  return { kind: 'zero', length };
+}
+
+/**
+ * A source written by the user: a module (path or URL) whose default export is a function
+ * `(options) => PageSource | Promise<PageSource>`, imported inside the resolver. `options` must be cloneable.
+ */
+export function moduleSource(module: string | URL, options?: unknown): SourceSpec {
+  const url = module instanceof URL ? module.href : typeof module === 'string' && module.length > 0 ? (/^[a-z]+:/i.test(module) ? module : pathToFileURL(module).href) : undefined;
+  if (url === undefined) throw new TypeError(`module must be a path or URL, got ${describeValue(module)}`);
+  return { kind: 'module', url, options };
+}
+
+/** Constructs the source a spec describes; runs where the source is used. */
+export async function openSource(spec: SourceSpec): Promise<PageSource> {
+  switch (spec.kind) {
+    case 'file':
+      return spec.access === 'mmap' ? openMappedFile(spec.path) : openPreadFile(spec.path);
+    case 'buffer':
+      return openBuffer(new Uint8Array(spec.data, spec.byteOffset, spec.byteLength));
+    case 'zero':
+      return { length: spec.length, read: (offset, target) => { const n = clip(spec.length, offset, target.length); target.fill(0, 0, n); return n; } };
+    case 'module':
+      return openModule(spec.url, spec.options);
+  }
+}
+
+function clip(length: number, offset: number, wanted: number): number {
+  return Math.max(0, Math.min(wanted, length - offset));
+}
+
+function openPreadFile(path: string): PageSource {
+  const fd = openSync(path, 'r');
+  const length = fstatSync(fd).size;
+  return {
+    length,
+    read(offset, target) {
+      const wanted = clip(length, offset, target.length);
+      let done = 0;
+      while (done < wanted) {
+        const n = readSync(fd, target, done, wanted - done, offset + done);
+        if (n === 0) break; // the file shrank: the caller sees a short read
+        done += n;
+      }
+      return done;
+    },
+    close: () => { closeSync(fd); },
+  };
+}
+
+function openMappedFile(path: string): PageSource {
+  const mapping = Mapping.file(path);
+  const length = fstatLength(path);
+  const source: PageSource = {
+    length,
+    read(offset, target) {
+      const n = clip(length, offset, target.length);
+      target.set(new Uint8Array(mapping.view(offset, n)));
+      return n;
+    },
+    view: (offset, n) => (offset + n <= mapping.length ? new Uint8Array(mapping.view(offset, n)) : undefined),
+    close: () => { mapping.close(); },
+  };
+  return source;
+}
+
+function fstatLength(path: string): number {
+  const fd = openSync(path, 'r');
+  try {
+    return fstatSync(fd).size;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function openBuffer(bytes: Uint8Array): PageSource {
+  return {
+    length: bytes.length,
+    read(offset, target) {
+      const n = clip(bytes.length, offset, target.length);
+      target.set(bytes.subarray(offset, offset + n));
+      return n;
+    },
+    view: (offset, n) => (offset + n <= bytes.length ? bytes.subarray(offset, offset + n) : undefined),
+  };
+}
+
+async function openModule(url: string, options: unknown): Promise<PageSource> {
+  const mod = (await import(url)) as { default?: unknown };
+  if (typeof mod.default !== 'function') throw new TypeError(`source module ${url} must export a default function (options) => PageSource`);
+  const source = (await (mod.default as (o: unknown) => unknown)(options)) as Partial<PageSource> | null;
+  if (source === null || typeof source !== 'object' || typeof source.read !== 'function' || !Number.isSafeInteger(source.length) || (source.length ?? 0) <= 0) {
+    throw new TypeError(`source module ${url} returned ${describeValue(source)}: expected { length: positive integer, read(offset, target) }`);
+  }
+  return source as PageSource;
+}
