@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { probe } from '../probe.js';
 import { probeMadvise } from '../probe-madvise.js';
 import { probeMemory } from '../probe-memory.js';
+import { runDemo } from './demo.js';
 import { probeReportJson, renderProbeText } from './render-probe.js';
 
 const USAGE = `usage: uffd <command> [options]
@@ -14,6 +15,9 @@ commands:
       --memory adds what registration allows per memory type (anon, shmem, hugetlb) and mode;
       --madvise adds which madvise advices the kernel knows and where they work.
       Exit code 0 when userfaultfd is usable here, 1 (with the reason) when not.
+  demo [--size MIB]
+      writes a sample file, opens it as lazy memory (pages filled on first touch by a resolver thread),
+      reads parts of it and shows which pages were paged in.
 `;
 
 function runProbe(args: string[]): number {
@@ -40,12 +44,24 @@ function runProbe(args: string[]): number {
   return 0;
 }
 
-function main(argv: string[]): number {
+async function demo(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { size: { type: 'string' } }, strict: true });
+  const sizeMiB = Number(values.size ?? '256');
+  if (!Number.isSafeInteger(sizeMiB) || sizeMiB < 16 || sizeMiB > 65536) {
+    process.stderr.write(`uffd demo: --size must be a whole number of MiB in [16, 65536], got ${values.size ?? ''}\n`);
+    return 2;
+  }
+  return runDemo({ sizeMiB, out: process.stdout });
+}
+
+async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
       case 'probe':
         return runProbe(rest);
+      case 'demo':
+        return await demo(rest);
       case undefined:
       case 'help':
       case '--help':
@@ -66,4 +82,4 @@ function main(argv: string[]): number {
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+process.exitCode = await main(process.argv.slice(2));

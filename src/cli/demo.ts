@@ -1,0 +1,128 @@
+// `uffd demo`: a newcomer's first look at lazy memory. It writes a sample file, opens it as lazy memory,
+// reads parts of it from the JS thread, and shows which pages were paged in as it goes.
+import { createHash } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileSource } from '../sources/source.js';
+import { LazyMemory } from '../lazy/lazy-memory.js';
+
+const MIB = 1 << 20;
+
+function writeSample(path: string, length: number): void {
+  // Each 4 KiB page starts with its own number, so what a read returns can be checked at a glance.
+  const fd = openSync(path, 'w');
+  const chunk = Buffer.alloc(4 * MIB);
+  try {
+    for (let offset = 0; offset < length; offset += chunk.length) {
+      for (let page = 0; page < chunk.length / 4096; page++) {
+        chunk.fill((offset / 4096 + page) & 0xff, page * 4096, (page + 1) * 4096);
+        chunk.writeUInt32LE(offset / 4096 + page, page * 4096);
+      }
+      writeSync(fd, chunk, 0, Math.min(chunk.length, length - offset));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A bar of `width` cells; each shows whether the pages it stands for were paged in. */
+function residencyBar(lazy: LazyMemory, resident: Set<number>, width: number): string {
+  const pages = lazy.length / lazy.pageSize;
+  let bar = '';
+  for (let cell = 0; cell < width; cell++) {
+    const from = Math.floor((cell * pages) / width);
+    const to = Math.floor(((cell + 1) * pages) / width);
+    let hit = 0;
+    for (let p = from; p < to; p++) if (resident.has(p)) hit++;
+    bar += hit === 0 ? '·' : hit === to - from ? '█' : '▒';
+  }
+  return bar;
+}
+
+export async function runDemo(options: { sizeMiB: number; out: NodeJS.WriteStream }): Promise<number> {
+  const { out } = options;
+  const tty = out.isTTY;
+  const length = options.sizeMiB * MIB;
+  const dir = mkdtempSync(join(tmpdir(), 'uffd-demo-'));
+  const path = join(dir, 'sample.bin');
+  try {
+    out.write(`Writing a ${String(options.sizeMiB)} MiB sample file: ${path}\n`);
+    writeSample(path, length);
+    const lazy = await LazyMemory.open({ source: fileSource(path), readahead: 'auto' });
+    try {
+      out.write(`Opened it as lazy memory: ${String(lazy.length / MIB)} MiB at 0x${lazy.address.toString(16)}, nothing read yet.\n`);
+      out.write('Each cell below stands for a slice of the file: · not paged in, ▒ partly, █ all.\n\n');
+      const bytes = new Uint8Array(lazy.buffer);
+      const pages = lazy.length / 4096;
+      const resident = new Set<number>();
+      const width = Math.min(64, tty ? (out.columns || 80) - 16 : 64);
+      // On a terminal the line is redrawn as pages come in; elsewhere only each phase's final line is printed.
+      const show = (label: string, final = false): void => {
+        if (!tty && !final) return;
+        const s = lazy.stats();
+        const line = `${label.padEnd(34)} ${residencyBar(lazy, resident, width)}  ${String(s.pagesServed)} pages in, ${String(s.faults)} faults`;
+        out.write(tty ? `\r${line}${final ? '\n' : ''}` : `${line}\n`);
+      };
+      const touch = (page: number): void => {
+        const first = new DataView(bytes.buffer, page * 4096, 4).getUint32(0, true);
+        if (first !== page) throw new Error(`page ${String(page)} starts with ${String(first)}: wrong data`);
+      };
+      const refresh = (): void => {
+        // What the resolver has filled, as the kernel sees it: the pages' present bits.
+        for (const p of presentPages(lazy.address, pages)) resident.add(p);
+      };
+
+      const started = performance.now();
+      const firstPages = Math.min(pages, (8 * MIB) / 4096);
+      for (let p = 0; p < firstPages; p++) {
+        touch(p);
+        if (p % 256 === 0) { refresh(); show('Reading the first 8 MiB in order'); }
+      }
+      refresh();
+      show('Reading the first 8 MiB in order', true);
+      let seed = 42;
+      for (let i = 0; i < 500; i++) {
+        seed = (seed * 1103515245 + 12345) >>> 0;
+        touch(seed % pages);
+        if (i % 25 === 0) { refresh(); show('Reading 500 random pages'); }
+      }
+      refresh();
+      show('Reading 500 random pages', true);
+      const hash = createHash('sha256').update(bytes.subarray(0, 4096)).digest('hex').slice(0, 16);
+      const s = lazy.stats();
+      out.write(`\nPaged in ${String(s.pagesServed)} of ${String(pages)} pages (${(s.bytesServed / MIB).toFixed(1)} MiB of ${String(options.sizeMiB)} MiB) `
+        + `in ${String(s.faults)} faults, ${(performance.now() - started).toFixed(0)} ms; read-ahead filled ${String(s.readaheadPages)} of them.\n`);
+      out.write(`Fault service time: p50 ${String(s.serviceMicros.p50)} µs, p99 ${String(s.serviceMicros.p99)} µs. First page sha256 ${hash}…\n`);
+      out.write('Everything else was never read from the file.\n');
+      return 0;
+    } finally {
+      await lazy.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function presentPages(address: bigint, pages: number): number[] {
+  const entries = Buffer.alloc(pages * 8);
+  const fd = openSync('/proc/self/pagemap', 'r');
+  try {
+    readAt(fd, entries, Number(address / 4096n) * 8);
+  } finally {
+    closeSync(fd);
+  }
+  const present: number[] = [];
+  for (let p = 0; p < pages; p++) if (entries.readBigUInt64LE(p * 8) >> 63n === 1n) present.push(p);
+  return present;
+}
+
+function readAt(fd: number, into: Buffer, position: number): void {
+  let done = 0;
+  while (done < into.length) {
+    const n = readSync(fd, into, done, into.length - done, position + done);
+    if (n === 0) return;
+    done += n;
+  }
+}
