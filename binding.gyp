@@ -9,6 +9,7 @@
         "native/memory.c",
         "native/poll.c",
         "native/process.c",
+        "native/socket.c",
         "native/uffd.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],

@@ -37,6 +37,7 @@ static napi_value init(napi_env env, napi_value exports) {
   register_memory(env, exports);
   register_poll(env, exports);
   register_process(env, exports);
+  register_socket(env, exports);
   register_uffd(env, exports);
   return exports;
 }

@@ -38,6 +38,7 @@ void register_fd(napi_env env, napi_value exports);
 void register_memory(napi_env env, napi_value exports);
 void register_poll(napi_env env, napi_value exports);
 void register_process(napi_env env, napi_value exports);
+void register_socket(napi_env env, napi_value exports);
 void register_uffd(napi_env env, napi_value exports);
 
 #endif

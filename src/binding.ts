@@ -39,6 +39,15 @@ export interface NativeBinding {
   // process.c
   pidfdOpen(pid: number): number;
   pidfdGetfd(pidfd: number, targetFd: number): number;
+  // socket.c
+  unixListen(path: string, backlog: number, mode: number): number;
+  unixConnect(path: string): number;
+  socketPair(): [number, number] | number;
+  accept(fd: number): number;
+  recvWithFds(fd: number, into: Uint8Array): { bytes: number; fds: number[]; truncated: boolean } | number;
+  sendWithFds(fd: number, data: Uint8Array, fds: number[]): number;
+  peerCredentials(fd: number): { pid: number; uid: number; gid: number } | number;
+  peerPidfd(fd: number): number;
   // addon.c
   liveHandles(): { watchers: number };
 }

@@ -5,6 +5,7 @@ import { probe } from '../probe.js';
 import { probeMadvise } from '../probe-madvise.js';
 import { probeMemory } from '../probe-memory.js';
 import { runDemo } from './demo.js';
+import { runServe, SERVE_USAGE } from './serve.js';
 import { probeReportJson, renderProbeText } from './render-probe.js';
 
 const USAGE = `usage: uffd <command> [options]
@@ -15,7 +16,7 @@ commands:
       --memory adds what registration allows per memory type (anon, shmem, hugetlb) and mode;
       --madvise adds which madvise advices the kernel knows and where they work.
       Exit code 0 when userfaultfd is usable here, 1 (with the reason) when not.
-  demo [--size MIB]
+${SERVE_USAGE}  demo [--size MIB]
       writes a sample file, opens it as lazy memory (pages filled on first touch by a resolver thread),
       reads parts of it and shows which pages were paged in.
 `;
@@ -62,6 +63,8 @@ async function main(argv: string[]): Promise<number> {
         return runProbe(rest);
       case 'demo':
         return await demo(rest);
+      case 'serve':
+        return await runServe(rest);
       case undefined:
       case 'help':
       case '--help':
@@ -76,6 +79,10 @@ async function main(argv: string[]): Promise<number> {
     // parseArgs errors (unknown option) carry a code; show them as usage errors.
     if (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`uffd: ${err.message}\n${USAGE}`);
+      return 2;
+    }
+    if (err instanceof RangeError) {
+      process.stderr.write(`uffd: ${err.message}\n`);
       return 2;
     }
     throw err;

@@ -9,9 +9,11 @@ import { UffdError } from '../errors.js';
 import type { IoctlSet } from '../sets.js';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { checkBoolean, checkOptionsObject, describe } from '../validate.js';
-import type { SourceErrorPolicy } from './resolver.js';
-import type { LazyStats } from './stats.js';
-import { SharedStats } from './stats.js';
+import type { SourceErrorPolicy } from '../fill/page-filler.js';
+import type { FillStatsSnapshot } from '../fill/stats.js';
+import { SharedStats } from '../fill/stats.js';
+
+export type LazyStats = FillStatsSnapshot;
 import type { FromWorker, ToWorker, WorkerInput } from './worker.js';
 
 export interface LazyMemoryOptions {

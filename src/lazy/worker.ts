@@ -7,9 +7,9 @@ import { autoReadahead, fixedReadahead } from '../policy/readahead.js';
 import { openSource } from '../sources/source.js';
 import type { PageSource, SourceSpec } from '../sources/source.js';
 import { Userfaultfd } from '../uffd.js';
-import { LazyResolver } from './resolver.js';
-import type { SourceErrorPolicy } from './resolver.js';
-import { SharedStats } from './stats.js';
+import { PageFiller } from '../fill/page-filler.js';
+import type { SourceErrorPolicy } from '../fill/page-filler.js';
+import { SharedStats } from '../fill/stats.js';
 
 export interface WorkerInput {
   source: SourceSpec;
@@ -51,8 +51,8 @@ const serve = await new Promise<Extract<ToWorker, { type: 'serve' }> | undefined
 
 if (serve !== undefined) {
   const uffd = Userfaultfd.fromFd(serve.fd);
-  const resolver = new LazyResolver({
-    uffd, source, base: serve.base, pageSize: serve.pageSize, pages: serve.pages,
+  const resolver = new PageFiller({
+    uffd, source, base: serve.base, pageSize: serve.pageSize, pages: serve.pages, sourceOffset: 0,
     policy: input.readahead === 'auto' ? autoReadahead() : fixedReadahead(input.readahead),
     onSourceError: input.onSourceError, retries: input.retries, retryDelayMs: input.retryDelayMs,
     stats: new SharedStats(input.stats),

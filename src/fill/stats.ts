@@ -1,12 +1,19 @@
-// Statistics shared between the resolver worker (writer) and the main thread (reader) through shared
-// memory, so stats() is synchronous and costs the resolver no messages.
+// Fault-serving statistics. Kept in shared memory so that lazy memory's resolver worker (the writer) and
+// the main thread (the reader) need no messages, and stats() is synchronous; the page server uses the same
+// counters in-thread.
+
+/** What a PageFiller records. */
+export interface FillStats {
+  add(counter: Counter, n?: number): void;
+  recordService(micros: number): void;
+}
 
 const COUNTERS = ['faults', 'pagesServed', 'bytesServed', 'readaheadPages', 'prefetchPages', 'sourceErrors', 'zeroFilled', 'poisoned'] as const;
-type Counter = (typeof COUNTERS)[number];
+export type Counter = (typeof COUNTERS)[number];
 /** Service time histogram: 1 µs buckets up to this, then one overflow bucket. */
 const BUCKETS = 10_000;
 
-export interface LazyStats {
+export interface FillStatsSnapshot {
   faults: number;
   pagesServed: number;
   bytesServed: number;
@@ -19,7 +26,7 @@ export interface LazyStats {
   serviceMicros: { p50: number; p99: number };
 }
 
-export class SharedStats {
+export class SharedStats implements FillStats {
   readonly buffer: SharedArrayBuffer;
   readonly #counters: Float64Array;
   readonly #histogram: Uint32Array;
@@ -38,7 +45,7 @@ export class SharedStats {
     Atomics.add(this.#histogram, Math.min(BUCKETS, Math.max(0, Math.round(micros))), 1);
   }
 
-  read(): LazyStats {
+  read(): FillStatsSnapshot {
     const get = (c: Counter): number => this.#counters[COUNTERS.indexOf(c)] ?? 0;
     return {
       faults: get('faults'), pagesServed: get('pagesServed'), bytesServed: get('bytesServed'),

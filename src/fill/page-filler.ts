@@ -1,42 +1,51 @@
-// The fault-handling policy of lazy memory, run in the resolver worker: read-ahead around each fault,
-// present pages never re-copied (EEXIST + wake), source failures retried and then poisoned or zero-filled.
+// Serving missing-page faults of one registered range from a page source, shared by lazy memory (in its
+// resolver worker) and the page server (one per client region): read-ahead around each fault, present pages
+// never re-copied (EEXIST + wake), removed pages (balloon) answered with zeros, source failures retried and
+// then poisoned or zero-filled. EAGAIN (an unread event) and ESRCH (the target exited) are thrown to the
+// caller, which reads events or drops the client; a retried fault finds its pages present and just wakes.
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ReadaheadPolicy } from '../policy/readahead.js';
 import type { PageSource } from '../sources/source.js';
 import { UffdError } from '../errors.js';
 import type { Userfaultfd } from '../uffd.js';
-import type { SharedStats } from './stats.js';
+import type { FillStats } from './stats.js';
 
 export type SourceErrorPolicy = 'poison' | 'zero';
 
-export interface ResolverOptions {
+export interface FillerOptions {
   uffd: Userfaultfd;
   source: PageSource;
+  /** The range served: `pages` pages of `pageSize` from `base`, backed by the source from `sourceOffset`. */
   base: bigint;
   pageSize: number;
-  /** Pages in the mapping (the source length rounded up). */
   pages: number;
+  sourceOffset: number;
   policy: ReadaheadPolicy;
   onSourceError: SourceErrorPolicy;
   retries: number;
   retryDelayMs: number;
-  stats: SharedStats;
+  stats: FillStats;
   /** Told about each page given up on (zero policy): the program hears of it as an 'error' event. */
   reportSourceError: (page: number, error: unknown) => void;
 }
 
+const MISSING = 0;
+const PRESENT = 1;
+const REMOVED = 2;
+
 /** Bytes copied per UFFDIO_COPY at most: bounds the scratch buffer and the time a demand fault waits. */
 const MAX_RUN_BYTES = 1 << 20;
 
-export class LazyResolver {
-  readonly #o: ResolverOptions;
+export class PageFiller {
+  readonly #o: FillerOptions;
+  /** Per page: 1 filled by us or found present; 2 removed (zeros on the next fault); 0 missing. */
   readonly #served: Uint8Array;
   readonly #scratch: Uint8Array;
   readonly #maxRun: number;
   #prefetchCursor = 0;
 
-  constructor(options: ResolverOptions) {
+  constructor(options: FillerOptions) {
     this.#o = options;
     this.#served = new Uint8Array(options.pages);
     this.#maxRun = Math.max(1, Math.floor(MAX_RUN_BYTES / options.pageSize));
@@ -50,18 +59,26 @@ export class LazyResolver {
     const page = Number((address - this.#o.base) / BigInt(pageSize));
     if (page < 0 || page >= pages) return; // not ours (cannot happen for a range we registered)
     stats.add('faults');
+    if (this.#served[page] === REMOVED) {
+      this.#zeroFill(page);
+      this.#wake(page, 1);
+      stats.recordService((performance.now() - started) * 1000);
+      return;
+    }
     const end = Math.min(pages, page + Math.max(1, this.#o.policy.next(page)));
     // The faulting page is served even if marked: a MADV_DONTNEED by the program can empty it again.
-    const served = await this.#fillRun(page, Math.min(end, page + this.#maxRun), true);
+    let demandEnd = page + 1;
+    while (demandEnd < end && this.#served[demandEnd] === MISSING && demandEnd - page < this.#maxRun) demandEnd++;
+    const served = await this.#fillRun(page, demandEnd, true);
     stats.add('readaheadPages', served - 1);
     let next = page + served;
     while (next < end) {
-      if (this.#served[next] === 1) {
+      if (this.#served[next] !== MISSING) {
         next++;
         continue;
       }
       let runEnd = next + 1;
-      while (runEnd < end && this.#served[runEnd] === 0 && runEnd - next < this.#maxRun) runEnd++;
+      while (runEnd < end && this.#served[runEnd] === MISSING && runEnd - next < this.#maxRun) runEnd++;
       const filled = await this.#fillRun(next, runEnd, false);
       stats.add('readaheadPages', filled);
       next = runEnd;
@@ -70,14 +87,21 @@ export class LazyResolver {
     stats.recordService((performance.now() - started) * 1000);
   }
 
+  /** Fills one page in the background (working-set prefetch) unless it is already there. */
+  async prefetchPage(page: number): Promise<void> {
+    if (page < 0 || page >= this.#o.pages || this.#served[page] !== MISSING) return;
+    const filled = await this.#fillRun(page, page + 1, false);
+    this.#o.stats.add('prefetchPages', filled);
+  }
+
   /** Fills one background chunk of pages nobody has asked for yet; false when everything is served. */
   async prefetchChunk(): Promise<boolean> {
     const { pages } = this.#o;
-    while (this.#prefetchCursor < pages && this.#served[this.#prefetchCursor] === 1) this.#prefetchCursor++;
+    while (this.#prefetchCursor < pages && this.#served[this.#prefetchCursor] !== MISSING) this.#prefetchCursor++;
     if (this.#prefetchCursor >= pages) return false;
     const start = this.#prefetchCursor;
     let end = start + 1;
-    while (end < pages && this.#served[end] === 0 && end - start < this.#maxRun) end++;
+    while (end < pages && this.#served[end] === MISSING && end - start < this.#maxRun) end++;
     const filled = await this.#fillRun(start, end, false);
     this.#o.stats.add('prefetchPages', filled);
     this.#prefetchCursor = Math.max(this.#prefetchCursor, start + Math.max(filled, 1));
@@ -109,7 +133,7 @@ export class LazyResolver {
         if (!(err instanceof UffdError) || err.code !== 'EEXIST') throw err;
         const done = Math.floor((err.bytes ?? 0) / pageSize);
         this.#markServed(page, page + done);
-        this.#served[page + done] = 1; // already present: someone else filled it; never overwritten
+        this.#served[page + done] = PRESENT; // someone else filled it; never overwritten
         page += done + 1;
       }
     }
@@ -118,7 +142,7 @@ export class LazyResolver {
 
   async #readSource(start: number, end: number, demand: boolean): Promise<{ ok: true; bytes: Uint8Array } | { ok: false; error: unknown }> {
     const { source, pageSize, stats } = this.#o;
-    const offset = start * pageSize;
+    const offset = this.#o.sourceOffset + start * pageSize;
     const length = (end - start) * pageSize;
     const direct = source.view?.(offset, length);
     if (direct !== undefined) return { ok: true, bytes: direct };
@@ -150,19 +174,42 @@ export class LazyResolver {
         uffd.poison(range, { wake: false }); // fail-stop: the toucher dies with SIGBUS, never sees wrong data
         stats.add('poisoned');
       } else {
-        if (pageSize === 4096) uffd.zeropage(range, { wake: false });
-        else uffd.copy(range.address, this.#scratch.fill(0).subarray(0, pageSize), { wake: false }); // hugetlb: no ZEROPAGE
-        stats.add('zeroFilled');
+        this.#zeroFill(page);
         this.#o.reportSourceError(page, error);
       }
     } catch (err) {
       if (!(err instanceof UffdError) || err.code !== 'EEXIST') throw err;
     }
-    this.#served[page] = 1;
+    this.#served[page] = PRESENT;
   }
 
+  /** Pages [start, end) were removed (MADV_DONTNEED/REMOVE): they read as zeros from now on. */
+  removed(start: number, end: number): void {
+    this.#served.fill(REMOVED, Math.max(0, start), Math.min(this.#o.pages, end));
+  }
+
+  /** Fills one page with zeros without waking: ZEROPAGE, or a copy of zeros on hugetlb (no ZEROPAGE there). */
+  #zeroFill(page: number): void {
+    const { uffd, pageSize, stats } = this.#o;
+    try {
+      if (pageSize === 4096) uffd.zeropage({ address: this.#address(page), length: pageSize }, { wake: false });
+      else uffd.copy(this.#address(page), this.#zeros(), { wake: false });
+    } catch (err) {
+      if (!(err instanceof UffdError) || err.code !== 'EEXIST') throw err;
+    }
+    this.#served[page] = PRESENT;
+    stats.add('zeroFilled');
+  }
+
+  #zeros(): Uint8Array {
+    this.#zeroPage ??= new Uint8Array(this.#o.pageSize);
+    return this.#zeroPage;
+  }
+
+  #zeroPage: Uint8Array | undefined;
+
   #markServed(start: number, end: number): void {
-    this.#served.fill(1, start, end);
+    this.#served.fill(PRESENT, start, end);
     this.#o.stats.add('pagesServed', end - start);
     this.#o.stats.add('bytesServed', (end - start) * this.#o.pageSize);
   }

@@ -1,0 +1,258 @@
+// PageServer: serves the guest memory of other processes (microVMs restoring a snapshot) from a memory
+// file. Speaks the Firecracker UFFD handshake in all its versions: a JSON array of regions plus one uffd
+// over a Unix socket. Every client gets its own uffd, regions and statistics; a bad or dead client is
+// dropped and the others are served on. Runs on the event loop: the faults come from other processes.
+import { EventEmitter } from 'node:events';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { openSource } from '../sources/source.js';
+import type { PageSource } from '../sources/source.js';
+import { Userfaultfd } from '../uffd.js';
+import { native } from '../binding.js';
+import { checkOptionsObject, describe } from '../validate.js';
+import { FdWatcher } from '../watch.js';
+import { HandshakeReader } from './firecracker/handshake.js';
+import { PendingClient } from './pending-client.js';
+import { ClientSession } from './session.js';
+import type { GuestRegion, SessionSummary } from './session.js';
+import { UnixListener } from './unix-socket.js';
+import type { UnixConnection } from './unix-socket.js';
+
+export interface PageServerOptions {
+  /** The Unix socket to listen on (created 0600; a stale socket file left by a dead server is replaced). */
+  socket: string;
+  /** The snapshot's memory file: the regions back to back. Only ever read within its bounds. */
+  memory: string;
+  /** Pages filled per fault, the faulting one included (default 1). */
+  readahead?: number;
+  handshakeTimeoutMs?: number;
+  maxClients?: number;
+  maxPayloadBytes?: number;
+  maxRegions?: number;
+  /** Only peers with these uids are served (default: anyone who can connect to the 0600 socket). */
+  allowUids?: number[];
+  /** Write each client's working set here (memory-file offsets in first-fault order) when it goes away. */
+  record?: string;
+  /** A working set written by `record`: those pages are filled first, in the background, for every client. */
+  prefetch?: string;
+}
+
+export type ServerLog =
+  | { event: 'listening'; socket: string; memory: string; memoryBytes: number }
+  | { event: 'client'; id: number; pid: number; uid: number; version: string; pageSize: number; regions: { base: string; size: number; offset: number }[] }
+  | { event: 'refused'; id: number; pid?: number; reason: string }
+  | { event: 'gone'; id: number; pid: number; reason: string; summary: SessionSummary; pagesTotal: number }
+  | { event: 'closed' };
+
+export interface ClientProgress {
+  id: number;
+  pid: number;
+  pagesServed: number;
+  pagesTotal: number;
+}
+
+const OPTIONS = ['socket', 'memory', 'readahead', 'handshakeTimeoutMs', 'maxClients', 'maxPayloadBytes', 'maxRegions', 'allowUids', 'record', 'prefetch'];
+
+function positiveInt(value: unknown, name: string, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max) throw new RangeError(`${name} must be an integer in [1, ${String(max)}], got ${describe(value)}`);
+  return value;
+}
+
+type ResolvedOptions = PageServerOptions & Required<Pick<PageServerOptions, 'readahead' | 'handshakeTimeoutMs' | 'maxClients' | 'maxPayloadBytes' | 'maxRegions'>>;
+
+interface Served {
+  id: number;
+  pid: number;
+  session: ClientSession;
+  pidfd: number;
+  pidWatch: FdWatcher;
+  conn: UnixConnection;
+  recorded: number[];
+}
+
+export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
+  readonly #listener: UnixListener;
+  readonly #watcher: FdWatcher;
+  readonly #source: PageSource;
+  readonly #o: ResolvedOptions;
+  readonly #pending = new Map<number, PendingClient>();
+  readonly #served = new Map<number, Served>();
+  readonly #prefetch: number[];
+  #nextId = 1;
+  #closed = false;
+
+  private constructor(listener: UnixListener, source: PageSource, options: ResolvedOptions, prefetch: number[]) {
+    super();
+    this.#listener = listener;
+    this.#source = source;
+    this.#o = options;
+    this.#prefetch = prefetch;
+    this.#watcher = new FdWatcher(listener.fd, () => { this.#acceptAll(); }, () => undefined);
+  }
+
+  static async listen(options: PageServerOptions): Promise<PageServer> {
+    const o = checkOptionsObject(options, 'PageServer.listen options', OPTIONS) as unknown as PageServerOptions;
+    if (typeof o.memory !== 'string' || o.memory.length === 0) throw new TypeError(`memory must be a file path, got ${describe(o.memory)}`);
+    const resolved = {
+      ...o,
+      readahead: positiveInt(o.readahead, 'readahead', 1, 65536),
+      handshakeTimeoutMs: positiveInt(o.handshakeTimeoutMs, 'handshakeTimeoutMs', 10_000, 3_600_000),
+      maxClients: positiveInt(o.maxClients, 'maxClients', 64, 100_000),
+      maxPayloadBytes: positiveInt(o.maxPayloadBytes, 'maxPayloadBytes', 1 << 20, 64 << 20),
+      maxRegions: positiveInt(o.maxRegions, 'maxRegions', 1024, 1 << 20),
+    };
+    if (o.allowUids !== undefined && (!Array.isArray(o.allowUids) || !o.allowUids.every((u) => Number.isSafeInteger(u) && u >= 0))) {
+      throw new TypeError(`allowUids must be an array of uids, got ${describe(o.allowUids)}`);
+    }
+    const prefetch = o.prefetch === undefined ? [] : readWorkingSet(o.prefetch);
+    const source = await openSource({ kind: 'file', path: o.memory, access: 'mmap' });
+    let listener: UnixListener;
+    try {
+      listener = UnixListener.listen(o.socket);
+    } catch (err) {
+      await source.close?.();
+      throw err;
+    }
+    const server = new PageServer(listener, source, resolved, prefetch);
+    setImmediate(() => { server.#log({ event: 'listening', socket: listener.path, memory: o.memory, memoryBytes: source.length }); });
+    return server;
+  }
+
+  get socket(): string {
+    return this.#listener.path;
+  }
+
+  progress(): ClientProgress[] {
+    return [...this.#served.values()].map((c) => ({ id: c.id, pid: c.pid, pagesServed: c.session.summary().pagesCopied, pagesTotal: c.session.pagesTotal }));
+  }
+
+  /** Stops listening and drops every client (their uffds are closed). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#watcher.stop();
+    this.#listener.close();
+    for (const pending of this.#pending.values()) pending.cancel();
+    for (const client of this.#served.values()) this.#drop(client, 'server closing');
+    await this.#source.close?.();
+    this.#log({ event: 'closed' });
+  }
+
+  #log(entry: ServerLog): void {
+    this.emit('log', entry);
+  }
+
+  #acceptAll(): void {
+    for (;;) {
+      let conn: UnixConnection | undefined;
+      try {
+        conn = this.#listener.accept();
+      } catch {
+        return; // EMFILE and friends: the connection stays queued; the next readiness retries
+      }
+      if (conn === undefined) return;
+      this.#admit(conn);
+    }
+  }
+
+  #admit(conn: UnixConnection): void {
+    const id = this.#nextId++;
+    let pid: number | undefined;
+    const refuse = (reason: string): void => {
+      conn.close();
+      this.#log({ event: 'refused', id, ...(pid === undefined ? {} : { pid }), reason });
+    };
+    let peer;
+    try {
+      peer = conn.peer();
+      pid = peer.pid;
+    } catch (err) {
+      refuse(`cannot read the peer's credentials: ${String(err)}`);
+      return;
+    }
+    if (this.#o.allowUids !== undefined && !this.#o.allowUids.includes(peer.uid)) {
+      refuse(`uid ${String(peer.uid)} is not allowed`);
+      return;
+    }
+    if (this.#pending.size + this.#served.size >= this.#o.maxClients) {
+      refuse(`too many clients (maxClients ${String(this.#o.maxClients)})`);
+      return;
+    }
+    const reader = new HandshakeReader({ maxBytes: this.#o.maxPayloadBytes, maxRegions: this.#o.maxRegions, memoryFileSize: this.#source.length });
+    const uid = peer.uid;
+    this.#pending.set(id, new PendingClient({
+      conn, parser: reader, timeoutMs: this.#o.handshakeTimeoutMs, readSize: 64 * 1024,
+      done: (outcome) => {
+        this.#pending.delete(id);
+        if (!outcome.ok) {
+          refuse(outcome.reason);
+          return;
+        }
+        this.#start(id, pid ?? 0, uid, conn, reader, outcome.fds, refuse);
+      },
+    }));
+  }
+
+  #start(id: number, pid: number, uid: number, conn: UnixConnection, reader: HandshakeReader, fds: number[], refuse: (reason: string) => void): void {
+    if (fds.length !== 1) {
+      for (const fd of fds) native.close(fd);
+      refuse(`expected exactly one descriptor (the uffd) with the handshake, got ${String(fds.length)}`);
+      return;
+    }
+    const fd = fds[0] ?? -1;
+    let uffd: Userfaultfd;
+    try {
+      uffd = Userfaultfd.fromFd(fd);
+    } catch (err) {
+      native.close(fd);
+      refuse(`the descriptor sent is not a usable userfaultfd: ${err instanceof Error ? err.message : String(err)}`);
+      return;
+    }
+    let pidfd: number;
+    try {
+      pidfd = conn.peerPidfd();
+    } catch (err) {
+      uffd.close();
+      refuse(`cannot watch the peer process: ${String(err)}`);
+      return;
+    }
+    const { regions, version } = reader.handshake();
+    const recorded: number[] = [];
+    const session = new ClientSession({
+      uffd, regions, source: this.#source, readahead: this.#o.readahead,
+      onGone: (reason) => { const c = this.#served.get(id); if (c !== undefined) this.#drop(c, reason); },
+      ...(this.#o.record === undefined ? {} : { record: (offset: number) => { recorded.push(offset); } }),
+    });
+    // The client's liveness is its process, not the socket: Firecracker before 1.12 closes the socket
+    // right after the handshake. A pidfd becomes readable when the process exits.
+    const client: Served = {
+      id, pid, session, pidfd, conn, recorded,
+      pidWatch: new FdWatcher(pidfd, () => { const c = this.#served.get(id); if (c !== undefined) this.#drop(c, 'the process exited'); }, () => undefined),
+    };
+    this.#served.set(id, client);
+    this.#log({
+      event: 'client', id, pid, uid, version, pageSize: regions[0]?.pageSize ?? 0,
+      regions: regions.map((r: GuestRegion) => ({ base: `0x${r.baseHostVirtAddr.toString(16)}`, size: r.size, offset: r.offset })),
+    });
+    session.start();
+    if (this.#prefetch.length > 0) void session.prefetch(this.#prefetch);
+  }
+
+  #drop(client: Served, reason: string): void {
+    if (!this.#served.delete(client.id)) return;
+    const summary = client.session.summary();
+    client.session.close();
+    client.pidWatch.stop();
+    native.close(client.pidfd);
+    client.conn.close();
+    if (this.#o.record !== undefined && client.recorded.length > 0) writeFileSync(this.#o.record, `${client.recorded.join('\n')}\n`);
+    this.#log({ event: 'gone', id: client.id, pid: client.pid, reason, summary, pagesTotal: client.session.pagesTotal });
+  }
+}
+
+/** A working-set file: one memory-file offset per line. */
+function readWorkingSet(path: string): number[] {
+  const offsets = readFileSync(path, 'utf8').split('\n').filter((line) => line.trim() !== '').map(Number);
+  if (!offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) throw new TypeError(`${path} is not a working-set file (one byte offset per line)`);
+  return offsets;
+}

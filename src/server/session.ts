@@ -1,0 +1,210 @@
+// Serving one client's guest memory after its handshake: the event loop of a production page server.
+// Events are drained in batches with non-fault events first (a REMOVE the kernel queued behind faults is
+// applied before they are served); EAGAIN means an event is pending, so the fault is deferred and retried
+// after the events are read (no new message will come for it); ESRCH means the client's memory is gone.
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { UffdError } from '../errors.js';
+import { PageFiller } from '../fill/page-filler.js';
+import { SharedStats } from '../fill/stats.js';
+import { fixedReadahead } from '../policy/readahead.js';
+import type { PageSource } from '../sources/source.js';
+import type { Userfaultfd, UffdEventOf } from '../uffd.js';
+import { FdWatcher } from '../watch.js';
+
+export interface GuestRegion {
+  baseHostVirtAddr: bigint;
+  size: number;
+  /** Where the region's bytes start in the memory file. */
+  offset: number;
+  pageSize: number;
+}
+
+export interface SessionSummary {
+  faults: number;
+  pagesCopied: number;
+  zeroPages: number;
+  removes: number;
+  prefetched: number;
+  serviceMicros: { p50: number; p99: number };
+}
+
+interface RegionState {
+  region: GuestRegion;
+  filler: PageFiller;
+  end: bigint;
+}
+
+export class ClientSession {
+  readonly #uffd: Userfaultfd;
+  readonly #regions: RegionState[];
+  readonly #stats = new SharedStats();
+  readonly #onGone: (reason: string) => void;
+  readonly #record: ((offset: number) => void) | undefined;
+  readonly #recorded = new Set<number>();
+  #watcher: FdWatcher | undefined;
+  #deferred: bigint[] = [];
+  #busy = false;
+  #again = false;
+  #removes = 0;
+  #closed = false;
+
+  constructor(options: {
+    uffd: Userfaultfd;
+    regions: GuestRegion[];
+    source: PageSource;
+    readahead: number;
+    onGone: (reason: string) => void;
+    /** Told the memory-file offset of each page the first time it is faulted (working-set recording). */
+    record?: (offset: number) => void;
+  }) {
+    this.#uffd = options.uffd;
+    this.#onGone = options.onGone;
+    this.#record = options.record;
+    this.#regions = options.regions.map((region) => ({
+      region,
+      end: region.baseHostVirtAddr + BigInt(region.size),
+      filler: new PageFiller({
+        uffd: options.uffd, source: options.source, base: region.baseHostVirtAddr, pageSize: region.pageSize,
+        pages: region.size / region.pageSize, sourceOffset: region.offset, policy: fixedReadahead(options.readahead),
+        onSourceError: 'poison', retries: 2, retryDelayMs: 5, stats: this.#stats, reportSourceError: () => undefined,
+      }),
+    }));
+  }
+
+  /** Starts serving: faults already queued are drained at once. */
+  start(): void {
+    this.#watcher = new FdWatcher(this.#uffd.fd, () => { this.#kick(); }, (err) => { this.#gone(`poll failed: ${err.message}`); });
+    this.#kick();
+  }
+
+  /** Pages in memory-file offsets, filled in the background in this order; demand faults come first. */
+  async prefetch(offsets: number[]): Promise<void> {
+    for (const offset of offsets) {
+      if (this.#closed) return;
+      const state = this.#regions.find((r) => offset >= r.region.offset && offset < r.region.offset + r.region.size);
+      if (state === undefined) continue;
+      try {
+        await state.filler.prefetchPage(Math.floor((offset - state.region.offset) / state.region.pageSize));
+      } catch (err) {
+        if (this.#handleError(err)) return;
+      }
+      await yieldToLoop(); // let pending demand faults in between prefetched pages
+    }
+  }
+
+  summary(): SessionSummary {
+    const s = this.#stats.read();
+    return {
+      faults: s.faults, pagesCopied: s.pagesServed, zeroPages: s.zeroFilled, removes: this.#removes, prefetched: s.prefetchPages,
+      serviceMicros: s.serviceMicros,
+    };
+  }
+
+  get pagesTotal(): number {
+    return this.#regions.reduce((n, r) => n + r.region.size / r.region.pageSize, 0);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#watcher?.stop();
+    this.#uffd.close();
+  }
+
+  /** Runs the drain loop unless it is already running (then it goes round once more). */
+  #kick(): void {
+    if (this.#busy) {
+      this.#again = true;
+      return;
+    }
+    this.#busy = true;
+    void this.#drain().finally(() => { this.#busy = false; });
+  }
+
+  async #drain(): Promise<void> {
+    do {
+      this.#again = false;
+      if (this.#closed) return;
+      let events: UffdEventOf[];
+      try {
+        events = this.#uffd.read(128);
+      } catch (err) {
+        this.#handleError(err);
+        return;
+      }
+      for (const event of events) {
+        if (event.type === 'pagefault') this.#deferred.push(event.address);
+        else this.#apply(event);
+      }
+      const faults = this.#deferred;
+      this.#deferred = [];
+      for (const [i, address] of faults.entries()) {
+        const outcome = await this.#serve(address);
+        if (outcome === 'gone') return;
+        if (outcome === 'deferred') {
+          // An event is pending: read it first, then retry this fault and the rest.
+          this.#deferred.push(...faults.slice(i));
+          this.#again = true;
+          break;
+        }
+      }
+      if (this.#again && events.length === 0 && this.#deferred.length > 0) await yieldToLoop();
+    } while (this.#again || this.#deferred.length > 0);
+  }
+
+  #apply(event: UffdEventOf): void {
+    switch (event.type) {
+      case 'remove':
+      case 'unmap':
+        // Balloon (MADV_DONTNEED/REMOVE) or unmapped: those pages read as zeros if touched again.
+        this.#removes++;
+        for (const r of this.#regions) {
+          const start = event.start > r.region.baseHostVirtAddr ? event.start : r.region.baseHostVirtAddr;
+          const end = event.end < r.end ? event.end : r.end;
+          if (start >= end) continue;
+          const size = BigInt(r.region.pageSize);
+          r.filler.removed(Number((start - r.region.baseHostVirtAddr) / size), Number((end - r.region.baseHostVirtAddr + size - 1n) / size));
+        }
+        return;
+      case 'fork':
+        event.uffd.close(); // a VMM does not fork with EVENT_FORK; nothing to serve there
+        return;
+      default:
+        return;
+    }
+  }
+
+  async #serve(address: bigint): Promise<'done' | 'deferred' | 'gone'> {
+    const state = this.#regions.find((r) => address >= r.region.baseHostVirtAddr && address < r.end);
+    if (state === undefined) return 'done'; // outside every region: cannot be ours
+    try {
+      if (this.#record !== undefined) this.#noteFirstFault(state, address);
+      await state.filler.fault(address);
+      return 'done';
+    } catch (err) {
+      if (err instanceof UffdError && err.code === 'EAGAIN') return 'deferred';
+      return this.#handleError(err) ? 'gone' : 'done';
+    }
+  }
+
+  #noteFirstFault(state: RegionState, address: bigint): void {
+    const size = BigInt(state.region.pageSize);
+    const offset = state.region.offset + Number(((address - state.region.baseHostVirtAddr) / size) * size);
+    if (this.#recorded.has(offset)) return;
+    this.#recorded.add(offset);
+    this.#record?.(offset);
+  }
+
+  /** ESRCH (the client's memory is gone) and everything unexpected end the session; true when it ended. */
+  #handleError(err: unknown): boolean {
+    if (err instanceof UffdError && err.code === 'ESRCH') this.#gone('its memory is gone (ESRCH)');
+    else this.#gone(`serving failed: ${err instanceof Error ? err.message : String(err)}`);
+    return true;
+  }
+
+  #gone(reason: string): void {
+    if (this.#closed) return;
+    this.close();
+    this.#onGone(reason);
+  }
+}
