@@ -77,6 +77,7 @@ export class Userfaultfd {
   readonly #watchers = new Set<{ watcher: Watcher; stop: () => void }>();
   readonly #ref: WeakRef<Userfaultfd>;
   #readBuffer = new Uint8Array(64 * MSG_SIZE);
+  #unconsumed: UffdEventOf[] = [];
 
   private constructor(fd: number, features: FeatureSet) {
     this.#fd = fd;
@@ -247,6 +248,8 @@ export class Userfaultfd {
   read(max = 64): UffdEventOf[] {
     if (!Number.isSafeInteger(max) || max < 1 || max > 4096) throw new RangeError(`max must be an integer in [1, 4096], got ${describe(max)}`);
     const fd = this.#open();
+    // Events an events() loop read from the kernel but was left before it yielded them come first.
+    if (this.#unconsumed.length > 0) return this.#unconsumed.splice(0, max);
     if (this.#readBuffer.length < max * MSG_SIZE) this.#readBuffer = new Uint8Array(max * MSG_SIZE);
     const n = native.read(fd, this.#readBuffer.subarray(0, max * MSG_SIZE));
     if (n === EAGAIN) return [];
@@ -264,6 +267,10 @@ export class Userfaultfd {
     const signal = o.signal;
     if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError(`signal must be an AbortSignal, got ${describe(signal)}`);
     const fd = this.#open();
+    if (this.#watchers.size > 0) {
+      // libuv allows one poll handle per descriptor: a second would fail with a confusing EEXIST.
+      throw Object.assign(new Error('events() is already running on this userfaultfd; end it (break, abort) before starting another'), { code: 'ERR_UFFD_EVENTS_ACTIVE' });
+    }
     let wakeUp: (() => void) | undefined;
     let failure: number | undefined;
     const notify = (): void => {
@@ -282,9 +289,12 @@ export class Userfaultfd {
     try {
       while (!this.closed && signal?.aborted !== true) {
         if (failure !== undefined) throw new UffdError(failure, 'poll');
-        const batch = this.read();
-        if (batch.length > 0) {
-          yield* batch;
+        if (this.#unconsumed.length === 0) this.#unconsumed = this.read();
+        const event = this.#unconsumed.shift();
+        if (event !== undefined) {
+          // Taken off the queue only as it is yielded: a consumer that stops early leaves the rest of the
+          // batch (a fork event's uffd among them) for the next read() or events().
+          yield event;
           continue;
         }
         await new Promise<void>((resolve) => { wakeUp = resolve; });
