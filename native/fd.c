@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 static bool one_fd(napi_env env, napi_callback_info info, int32_t *fd) {
@@ -53,7 +54,18 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   return result(env, close(fd));
 }
 
+/* pollNow(fd) -> revents of a zero-timeout poll(POLLIN), or -errno. On a non-blocking uffd POLLERR means
+ * UFFDIO_API has not succeeded yet: the only way to tell on kernels before 5.15, whose fdinfo lacks it. */
+static napi_value poll_now(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!one_fd(env, info, &fd)) return NULL;
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  int rc = poll(&p, 1, 0);
+  return result(env, rc < 0 ? rc : p.revents);
+}
+
 void register_fd(napi_env env, napi_value exports) {
+  export_fn(env, exports, "pollNow", poll_now);
   export_fn(env, exports, "setNonBlocking", set_nonblocking);
   export_fn(env, exports, "getStatusFlags", get_status_flags);
   export_fn(env, exports, "getFdFlags", get_fd_flags);

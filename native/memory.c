@@ -86,10 +86,10 @@ static napi_value mem_region_buffer(napi_env env, napi_callback_info info) {
   napi_value ab;
   atomic_fetch_add(&r->refs, 1);
   napi_status st = napi_create_external_arraybuffer(env, r->addr + offset, (size_t)len, buffer_finalize, r, &ab);
-  if (st != napi_ok) {
-    region_unref(r);
-    return throw_status(env);
-  }
+  /* On failure Node may already have run the finalizer (it does for ERR_BUFFER_TOO_LARGE), or may not: the
+   * reference is left taken either way. A region that is never unmapped is a leak of address space; a
+   * second unref would unmap memory that is still in use. */
+  if (st != napi_ok) return throw_status(env);
   return ab;
 }
 

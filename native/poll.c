@@ -14,6 +14,7 @@ typedef struct {
   napi_ref resource;
   napi_async_context async;
   napi_async_cleanup_hook_handle hook;
+  int events;
   bool closing;
   bool closed;
   bool handle_alive; /* the JS external that names this watcher has not been finalized */
@@ -24,10 +25,10 @@ static void on_closed(uv_handle_t *h) {
   napi_env env = w->env;
   addon_state *st = addon_get_state(env);
   if (st != NULL) st->live_watchers--;
-  napi_async_destroy(env, w->async);
-  napi_delete_reference(env, w->callback);
-  napi_delete_reference(env, w->resource);
-  napi_remove_async_cleanup_hook(w->hook);
+  if (w->async != NULL) napi_async_destroy(env, w->async);
+  if (w->callback != NULL) napi_delete_reference(env, w->callback);
+  if (w->resource != NULL) napi_delete_reference(env, w->resource);
+  if (w->hook != NULL) napi_remove_async_cleanup_hook(w->hook);
   w->closed = true;
   if (!w->handle_alive) free(w);
 }
@@ -93,26 +94,28 @@ static napi_value poll_start(napi_env env, napi_callback_info info) {
   }
   w->handle.data = w;
   w->env = env;
+  w->events = events;
+  addon_get_state(env)->live_watchers++;
   napi_value resource, name, handle;
   if (napi_create_object(env, &resource) != napi_ok ||
       napi_create_string_utf8(env, "UffdWatcher", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_async_init(env, resource, name, &w->async) != napi_ok ||
       napi_create_reference(env, argv[2], 1, &w->callback) != napi_ok ||
       napi_create_reference(env, resource, 1, &w->resource) != napi_ok ||
-      napi_add_async_cleanup_hook(env, on_env_cleanup, w, &w->hook) != napi_ok) {
-    /* The handle is initialised, so it must be closed through libuv; only a half-built watcher gets here. */
-    w->closing = true;
-    uv_close((uv_handle_t *)&w->handle, (uv_close_cb)free);
-    return throw_status(env);
+      napi_add_async_cleanup_hook(env, on_env_cleanup, w, &w->hook) != napi_ok ||
+      napi_create_external(env, w, on_handle_finalized, NULL, &handle) != napi_ok) {
+    /* Half built: on_closed releases whatever was created (the fields still NULL are skipped). */
+    napi_value pending;
+    napi_get_and_clear_last_exception(env, &pending);
+    watcher_close(w);
+    return throw_usage(env, "userfaultfd binding: cannot create a watcher");
   }
-  addon_get_state(env)->live_watchers++;
+  w->handle_alive = true;
   rc = uv_poll_start(&w->handle, events, on_poll);
   if (rc < 0) {
     watcher_close(w);
     return make_i32(env, rc);
   }
-  NAPI_OK(napi_create_external(env, w, on_handle_finalized, NULL, &handle));
-  w->handle_alive = true;
   return handle;
 }
 
@@ -123,6 +126,24 @@ static napi_value poll_stop(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 1, argv) || !arg_watcher(env, argv[0], &w)) return NULL;
   watcher_close(w);
   return NULL;
+}
+
+/* pollPause(watcher) / pollResume(watcher): a level-triggered poll on a descriptor with pending data fires
+ * on every loop turn; a consumer that is busy elsewhere (awaiting a source) pauses it instead of spinning. */
+static napi_value poll_pause(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  watcher *w;
+  if (!get_args(env, info, 1, argv) || !arg_watcher(env, argv[0], &w)) return NULL;
+  if (!w->closing) uv_poll_stop(&w->handle);
+  return NULL;
+}
+
+static napi_value poll_resume(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  watcher *w;
+  if (!get_args(env, info, 1, argv) || !arg_watcher(env, argv[0], &w)) return NULL;
+  if (w->closing) return make_i32(env, 0);
+  return make_i32(env, uv_poll_start(&w->handle, w->events, on_poll));
 }
 
 /* pollRef(watcher, keepsLoopAlive) */
@@ -140,6 +161,8 @@ void register_poll(napi_env env, napi_value exports) {
   export_fn(env, exports, "pollStart", poll_start);
   export_fn(env, exports, "pollStop", poll_stop);
   export_fn(env, exports, "pollRef", poll_ref);
+  export_fn(env, exports, "pollPause", poll_pause);
+  export_fn(env, exports, "pollResume", poll_resume);
   napi_value v;
   if (napi_create_object(env, &v) != napi_ok) return;
   napi_set_named_property(env, v, "READABLE", make_i32(env, UV_READABLE));

@@ -19,6 +19,7 @@ export interface NativeBinding {
   setNonBlocking(fd: number, on: boolean): number;
   getStatusFlags(fd: number): number;
   getFdFlags(fd: number): number;
+  pollNow(fd: number): number;
   dupCloexec(fd: number): number;
   close(fd: number): number;
   // memory.c
@@ -35,6 +36,8 @@ export interface NativeBinding {
   pollStart(fd: number, events: number, callback: (status: number, events: number) => void): Watcher | number;
   pollStop(watcher: Watcher): void;
   pollRef(watcher: Watcher, keepsLoopAlive: boolean): void;
+  pollPause(watcher: Watcher): void;
+  pollResume(watcher: Watcher): number;
   readonly pollEvents: { readonly READABLE: number; readonly DISCONNECT: number };
   // process.c
   pidfdOpen(pid: number): number;

@@ -30,7 +30,7 @@ export class UffdError extends Error {
   /** 'ioctl(UFFDIO_COPY)' */
   readonly syscall: string;
   /** Bytes the operation had resolved before it failed (resolve ioctls only). */
-  readonly bytes?: number;
+  declare readonly bytes?: number;
 
   constructor(errno: number, syscall: string, options?: { bytes?: number; hint?: string }) {
     const n = -Math.abs(errno);

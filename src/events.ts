@@ -13,13 +13,23 @@ export type UffdEvent<Child = unknown> =
   | { type: 'unmap'; start: bigint; end: bigint }
   | { type: 'unknown'; code: number; raw: Uint8Array };
 
-/** Turns one raw message into an event; `adoptFork` wraps the fd a FORK message installed in this process. */
-export function toEvent<Child>(msg: RawMessage, adoptFork: (fd: number) => Child): UffdEvent<Child> {
+/**
+ * Turns one raw message into an event; `adoptFork` wraps the fd a FORK message installed in this process
+ * (undefined when it could not: the message then surfaces as 'unknown', never dropped).
+ */
+export function toEvent<Child>(msg: RawMessage, adoptFork: (fd: number) => Child | undefined): UffdEvent<Child> {
   if ('flags' in msg) {
     const kind: PagefaultKind = msg.flags & PAGEFAULT_FLAG.WP ? 'wp' : msg.flags & PAGEFAULT_FLAG.MINOR ? 'minor' : 'missing';
     return { type: 'pagefault', kind, address: msg.address, write: (msg.flags & PAGEFAULT_FLAG.WRITE) !== 0n, threadId: msg.ptid };
   }
-  if ('ufd' in msg) return { type: 'fork', uffd: adoptFork(msg.ufd) };
+  if ('ufd' in msg) {
+    const uffd = adoptFork(msg.ufd);
+    if (uffd !== undefined) return { type: 'fork', uffd };
+    const raw = new Uint8Array(32);
+    raw[0] = msg.event;
+    new DataView(raw.buffer).setUint32(8, msg.ufd, true);
+    return { type: 'unknown', code: msg.event, raw };
+  }
   if ('from' in msg) return { type: 'remap', from: msg.from, to: msg.to, length: Number(msg.len) };
   if ('start' in msg) return { type: msg.event === EVENT.REMOVE ? 'remove' : 'unmap', start: msg.start, end: msg.end };
   return { type: 'unknown', code: msg.event, raw: msg.raw };
@@ -30,7 +40,7 @@ export function toEvent<Child>(msg: RawMessage, adoptFork: (fd: number) => Child
  * before queued events, so a REMOVE that happened before a fault can arrive after it in the same batch, and a
  * server must apply the REMOVE before serving that fault. Order is otherwise kept.
  */
-export function decodeBatch<Child>(bytes: Uint8Array, count: number, adoptFork: (fd: number) => Child): UffdEvent<Child>[] {
+export function decodeBatch<Child>(bytes: Uint8Array, count: number, adoptFork: (fd: number) => Child | undefined): UffdEvent<Child>[] {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const events: UffdEvent<Child>[] = [];
   const faults: UffdEvent<Child>[] = [];

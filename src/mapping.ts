@@ -53,7 +53,8 @@ export class Mapping {
   readonly fd: number;
   readonly #region: Region;
   readonly #request: MapRequest;
-  readonly #buffers: ArrayBuffer[] = [];
+  /** Every buffer handed out, weakly: close() detaches the live ones; collected ones drop out. */
+  readonly #buffers = new Set<WeakRef<ArrayBuffer>>();
   #buffer: ArrayBuffer | undefined;
   #closed = false;
 
@@ -63,6 +64,7 @@ export class Mapping {
       if (request.ownsFd) closeSync(request.fd);
       throw new UffdError(result, 'mmap');
     }
+    if (request.ownsFd) ownedFds.register(this, request.fd, this);
     this.#region = result;
     this.#request = request;
     this.address = native.regionAddress(result);
@@ -138,7 +140,10 @@ export class Mapping {
   alias(): Mapping {
     this.#checkOpen();
     if (!this.#request.memfd) throw new TypeError('alias() needs a memfd mapping');
-    return new Mapping({ ...this.#request, flags: MAP.SHARED | MAP.NORESERVE, ownsFd: false, shared: true });
+    // Its own descriptor: the alias outlives the original's close(), and alias().alias() must not map
+    // whatever file reused a closed number.
+    const fd = check(native.dupCloexec(this.fd), 'fcntl(F_DUPFD_CLOEXEC)');
+    return new Mapping({ ...this.#request, fd, flags: MAP.SHARED | MAP.NORESERVE, ownsFd: true, shared: true });
   }
 
   get closed(): boolean {
@@ -163,7 +168,9 @@ export class Mapping {
     if (offset + length > this.length) throw new RangeError(`view [${String(offset)}, ${String(offset + length)}) is outside the mapping of ${String(this.length)} bytes`);
     if (length > MAX_BUFFER_LENGTH) throw new RangeError(`view of ${String(length)} bytes exceeds this Node's ArrayBuffer limit (${String(MAX_BUFFER_LENGTH)})`);
     const buffer = native.regionBuffer(this.#region, offset, length);
-    this.#buffers.push(buffer);
+    const ref = new WeakRef(buffer);
+    this.#buffers.add(ref);
+    collectedBuffers.register(buffer, { set: this.#buffers, ref });
     return buffer;
   }
 
@@ -180,11 +187,17 @@ export class Mapping {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const buffer of this.#buffers) native.detach(buffer);
-    this.#buffers.length = 0;
+    for (const ref of this.#buffers) {
+      const buffer = ref.deref();
+      if (buffer !== undefined) native.detach(buffer);
+    }
+    this.#buffers.clear();
     this.#buffer = undefined;
     check(native.regionSeal(this.#region), 'mmap(PROT_NONE)');
-    if (this.#request.ownsFd) closeSync(this.fd);
+    if (this.#request.ownsFd) {
+      ownedFds.unregister(this);
+      closeSync(this.fd);
+    }
   }
 
   [Symbol.dispose](): void {
@@ -195,6 +208,10 @@ export class Mapping {
     if (this.#closed) throw Object.assign(new TypeError('the mapping is closed'), { code: 'ERR_UFFD_CLOSED' });
   }
 }
+
+// A memfd mapping dropped without close() still closes its descriptor (the memory goes with the last buffer).
+const ownedFds = new FinalizationRegistry<number>((fd) => { closeSync(fd); });
+const collectedBuffers = new FinalizationRegistry<{ set: Set<WeakRef<ArrayBuffer>>; ref: WeakRef<ArrayBuffer> }>(({ set, ref }) => { set.delete(ref); });
 
 function checkMapLength(length: unknown): void {
   if (!isPositiveInt(length)) throw new RangeError(`length must be a positive integer, got ${describe(length)}`);

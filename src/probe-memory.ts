@@ -5,7 +5,9 @@ import type { IoctlName } from './abi.js';
 import { UffdError } from './errors.js';
 import { freeHugePages, hugePageSize, Mapping } from './mapping.js';
 import { IoctlSet } from './sets.js';
-import { Userfaultfd } from './uffd.js';
+import { openPreferringFull } from './uffd.js';
+import type { Userfaultfd } from './uffd.js';
+import { PAGE_SIZE } from './validate.js';
 
 export type MemoryType = 'anon' | 'shmem' | 'hugetlb';
 export type RegisterMode = 'missing' | 'wp' | 'minor';
@@ -33,7 +35,7 @@ export function probeMemory(): MemoryProbes {
     : freeHugePages() < HUGE_PAGES_NEEDED
       ? { pageSize: huge, skipped: `fewer than ${String(HUGE_PAGES_NEEDED)} free huge pages (reserve some: sysctl vm.nr_hugepages=${String(HUGE_PAGES_NEEDED * 2)})` }
       : probeType('hugetlb', huge);
-  return { anon: probeType('anon', 4096), shmem: probeType('shmem', 4096), hugetlb };
+  return { anon: probeType('anon', PAGE_SIZE), shmem: probeType('shmem', PAGE_SIZE), hugetlb };
 }
 
 function probeType(type: MemoryType, pageSize: number): MemoryProbe {
@@ -47,12 +49,17 @@ function scratch(type: MemoryType, length: number): Mapping {
 }
 
 function probeMode(type: MemoryType, mode: RegisterMode): ModeProbe {
-  const mapping = scratch(type, TRIALS.length * (type === 'hugetlb' ? hugePageSize() : 4096));
-  const page = mapping.pageSize;
-  const uffd = Userfaultfd.open({ request: ['WP_UNPOPULATED'] });
-  const moveSource = Mapping.anonymous(page);
-  const alias = type === 'anon' ? undefined : mapping.alias();
+  const opened: { close(): void }[] = [];
+  const open = <T extends { close(): void }>(thing: T): T => {
+    opened.push(thing);
+    return thing;
+  };
   try {
+    const mapping = open(scratch(type, TRIALS.length * (type === 'hugetlb' ? hugePageSize() : PAGE_SIZE)));
+    const page = mapping.pageSize;
+    const uffd = open(openPreferringFull({ request: ['WP_UNPOPULATED'] }));
+    const moveSource = open(Mapping.anonymous(page));
+    const alias = type === 'anon' ? undefined : open(mapping.alias());
     let reported: IoctlSet;
     try {
       reported = uffd.register(mapping, { [mode]: true });
@@ -75,10 +82,7 @@ function probeMode(type: MemoryType, mode: RegisterMode): ModeProbe {
     }
     return { ok: true, reported, works: IoctlSet.fromNames(works), failed };
   } finally {
-    uffd.close();
-    alias?.close();
-    moveSource.close();
-    mapping.close();
+    for (const thing of opened.reverse()) thing.close();
   }
 }
 

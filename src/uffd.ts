@@ -2,7 +2,7 @@
 import { readlinkSync } from 'node:fs';
 import type { FeatureName } from './abi.js';
 import {
-  CONTINUE_MODE, COPY_MODE, FEATURES, ioctlInfo, MOVE_MODE, O_NONBLOCK, POISON_MODE, REGISTER_MODE, STRUCTS,
+  CONTINUE_MODE, COPY_MODE, FEATURES, ioctlInfo, MOVE_MODE, POISON_MODE, REGISTER_MODE, STRUCTS,
   WRITEPROTECT_MODE, ZEROPAGE_MODE,
 } from './abi.js';
 import type { Watcher } from './binding.js';
@@ -32,6 +32,7 @@ export interface OpenOptions {
 export type UffdEventOf = UffdEvent<Userfaultfd>;
 
 const EAGAIN = -11;
+const POLLERR = 0x8;
 const FEATURE_BITS = new Map(FEATURES.map((f) => [f.name, BigInt(f.bit)]));
 const WP_ASYNC = 1n << (FEATURE_BITS.get('WP_ASYNC') ?? 0n);
 const WP_UNPOPULATED = 1n << (FEATURE_BITS.get('WP_UNPOPULATED') ?? 0n);
@@ -48,6 +49,7 @@ const dropped = new FinalizationRegistry<number>((fd) => native.close(fd));
 // process.exit() joins the libuv threadpool before env cleanup: a pool thread blocked in a fault would hang
 // the exit. Closing every live uffd first wakes such faulters.
 const live = new Set<WeakRef<Userfaultfd>>();
+const forgotten = new FinalizationRegistry<WeakRef<Userfaultfd>>((ref) => { live.delete(ref); });
 process.on('exit', () => {
   for (const ref of live) ref.deref()?.close();
 });
@@ -63,11 +65,7 @@ function checkFeatureNames(value: unknown, name: string): FeatureName[] {
   return value as FeatureName[];
 }
 
-function maskOf(names: Iterable<FeatureName>): bigint {
-  let mask = 0n;
-  for (const name of names) mask |= 1n << (FEATURE_BITS.get(name) ?? 0n);
-  return mask;
-}
+const maskOf = (names: FeatureName[]): bigint => FeatureSet.fromNames(names).mask;
 
 export class Userfaultfd {
   #fd: number;
@@ -84,6 +82,7 @@ export class Userfaultfd {
     this.#features = features;
     this.#ref = new WeakRef(this);
     live.add(this.#ref);
+    forgotten.register(this, this.#ref, this.#ref);
   }
 
   /** Creates a uffd and enables `require` and the offered part of `request`. */
@@ -143,8 +142,11 @@ export class Userfaultfd {
     }
     if (target !== 'anon_inode:[userfaultfd]') throw new TypeError(`fd ${String(fd)} is not a userfaultfd (it is ${target})`);
     const info = readFdInfo(fd);
-    if (info?.initialized !== true) throw new TypeError(`fd ${String(fd)} is a userfaultfd on which UFFDIO_API has not succeeded yet`);
     check(native.setNonBlocking(fd, true), 'fcntl(F_SETFL, O_NONBLOCK)');
+    // fdinfo shows the initialized bit only since 5.15; a non-blocking uffd polls POLLERR until UFFDIO_API
+    // has succeeded on every kernel.
+    const revents = check(native.pollNow(fd), 'poll');
+    if (info === undefined || (revents & POLLERR) !== 0) throw new TypeError(`fd ${String(fd)} is a userfaultfd on which UFFDIO_API has not succeeded yet`);
     return new Userfaultfd(fd, given === undefined ? FeatureSet.fromMask(info.features) : FeatureSet.fromNames(given));
   }
 
@@ -177,7 +179,7 @@ export class Userfaultfd {
     if (mode === 0n) throw new TypeError('register needs at least one of missing, wp, minor');
     this.#put(r.address, BigInt(r.length), mode, 0n);
     check(this.#ioctl(REQ.REGISTER), 'ioctl(UFFDIO_REGISTER)');
-    return IoctlSet.fromMask(this.#get(3));
+    return IoctlSet.fromMask(this.#view.getBigUint64(24, true));
   }
 
   unregister(range: Range): void {
@@ -255,9 +257,16 @@ export class Userfaultfd {
     if (n === EAGAIN) return [];
     check(n, 'read');
     return decodeBatch(this.#readBuffer, n / MSG_SIZE, (child) => {
-      const uffd = Userfaultfd.fromFd(child);
-      dropped.register(uffd, child, uffd);
-      return uffd;
+      // The fd is in this process's table now; if it cannot be adopted it is closed, and the event still
+      // surfaces (as 'unknown') rather than the whole batch being lost.
+      try {
+        const uffd = Userfaultfd.fromFd(child);
+        dropped.register(uffd, child, uffd);
+        return uffd;
+      } catch {
+        native.close(child);
+        return undefined;
+      }
     });
   }
 
@@ -283,6 +292,7 @@ export class Userfaultfd {
       notify();
     });
     if (typeof started === 'number') throw new UffdError(started, 'uv_poll_start');
+    native.pollPause(started); // armed only while waiting (below)
     const entry = { watcher: started, stop: notify };
     this.#watchers.add(entry);
     signal?.addEventListener('abort', notify);
@@ -297,7 +307,12 @@ export class Userfaultfd {
           yield event;
           continue;
         }
+        // Polling only while waiting: the poll is level-triggered, and a consumer busy elsewhere with
+        // messages pending would otherwise be called back on every loop turn.
+        const resumed = native.pollResume(started);
+        if (resumed < 0) throw new UffdError(resumed, 'uv_poll_start');
         await new Promise<void>((resolve) => { wakeUp = resolve; });
+        native.pollPause(started);
       }
     } finally {
       signal?.removeEventListener('abort', notify);
@@ -317,6 +332,7 @@ export class Userfaultfd {
     const fd = this.#fd;
     this.#fd = -1;
     live.delete(this.#ref);
+    forgotten.unregister(this.#ref);
     dropped.unregister(this);
     check(native.close(fd), 'close');
   }
@@ -373,6 +389,15 @@ export class Userfaultfd {
   }
 }
 
-export function isNonBlocking(fd: number): boolean {
-  return (check(native.getStatusFlags(fd), 'fcntl(F_GETFL)') & O_NONBLOCK) !== 0;
+/**
+ * A full uffd when this process may create one, else a user-mode-only one: then faults the kernel takes on
+ * the program's behalf (a read(2) into registered memory) fail with EFAULT instead of reaching the handler.
+ */
+export function openPreferringFull(options: Omit<OpenOptions, 'userModeOnly'> = {}): Userfaultfd {
+  try {
+    return Userfaultfd.open(options);
+  } catch (err) {
+    if (err instanceof UffdError && err.code === 'EPERM') return Userfaultfd.open({ ...options, userModeOnly: true });
+    throw err;
+  }
 }

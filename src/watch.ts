@@ -16,9 +16,18 @@ export class FdWatcher {
     this.#watcher = started;
   }
 
-  /** Whether the watcher alone keeps the event loop alive. */
-  ref(keepsLoopAlive: boolean): void {
-    if (this.#watcher !== undefined) native.pollRef(this.#watcher, keepsLoopAlive);
+  /**
+   * Stops and restarts polling without closing: the poll is level-triggered, so a consumer that leaves data
+   * pending while it awaits something else would otherwise be called on every loop turn (a busy loop).
+   */
+  pause(): void {
+    if (this.#watcher !== undefined) native.pollPause(this.#watcher);
+  }
+
+  resume(): void {
+    if (this.#watcher === undefined) return;
+    const rc = native.pollResume(this.#watcher);
+    if (rc < 0) throw new UffdError(rc, 'uv_poll_start');
   }
 
   /** Stops watching; call before the descriptor is closed. Idempotent. */

@@ -185,6 +185,19 @@ test("onSourceError 'poison' (the default): the toucher dies with SIGBUS, it nev
   assert.equal(r.stdout, `page0 ${String(patternByte(0))}\n`);
 });
 
+test('a resolver that dies while the main thread waits on a fault: SIGBUS (fail-stop), never a hang', () => {
+  const script = childScript(`
+    const lazy = await LazyMemory.open({ source: moduleSource(${JSON.stringify(PATTERN.href)}, { length: 8 * 4096, exitAt: 3 * 4096 }), readahead: 1 });
+    lazy.on('error', () => {});
+    const bytes = new Uint8Array(lazy.buffer);
+    process.stdout.write('page0 ' + bytes[0] + '\\n');
+    process.stdout.write('page3 ' + bytes[3 * 4096] + '\\n');
+  `);
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(r.signal, 'SIGBUS', `status ${String(r.status)} signal ${String(r.signal)} ${r.stderr}`);
+  assert.equal(r.stdout, `page0 ${String(patternByte(0))}\n`);
+});
+
 test('a process that exits with LazyMemory open neither hangs nor crashes', () => {
   for (const ending of ['', 'process.exit(3);']) {
     const script = childScript(`

@@ -51,14 +51,30 @@ for (const type of MEMORY_TYPES) {
   });
 }
 
-test('a range already registered with another uffd is EBUSY; the same uffd may re-register and add modes', () => {
+test('a range already registered with another uffd is EBUSY; the same uffd may re-register and add modes', (t) => {
   using mapping = Mapping.anonymous(4 * 4096);
   using a = Userfaultfd.open();
   using b = Userfaultfd.open();
   a.register(mapping, { missing: true });
   assert.throws(() => b.register(mapping, { missing: true }), { code: 'EBUSY' });
   assert.ok(a.register(mapping, { missing: true, wp: true }).has('WRITEPROTECT'));
-  assert.throws(() => { b.unregister(mapping); }, { code: 'EINVAL' }, 'unregister by another uffd');
+  // Unregistering through another uffd is EINVAL on recent kernels (6.18 here). Older ones (Debian's 6.1.192
+  // and 6.12.117 among them) let any uffd of the mm unregister the range. No feature bit tells them apart, so
+  // both are accepted, each with its consequence checked.
+  let refused = false;
+  try {
+    b.unregister(mapping);
+  } catch (err) {
+    assert.equal((err as { code?: string }).code, 'EINVAL', 'unregister by another uffd');
+    refused = true;
+  }
+  const page = new Uint8Array(4096);
+  if (refused) {
+    assert.equal(a.copy(mapping.address, page), 4096, 'still registered with a');
+  } else {
+    t.diagnostic('this kernel lets another uffd unregister the range (no cross-uffd check in UFFDIO_UNREGISTER)');
+    assert.throws(() => a.copy(mapping.address, page), { code: 'ENOENT' }, 'the range is no longer registered with a');
+  }
 });
 
 test('register with no VMA in the range is EINVAL; unregister of a never-registered anon range is a no-op', () => {

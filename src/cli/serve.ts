@@ -29,6 +29,8 @@ function text(entry: ServerLog): string {
         + ` of ${String(entry.pagesTotal)}, zero pages ${String(s.zeroPages)}, removes ${String(s.removes)}, prefetched ${String(s.prefetched)},`
         + ` fault service p50 ${String(s.serviceMicros.p50)} µs p99 ${String(s.serviceMicros.p99)} µs`;
     }
+    case 'error':
+      return `error: ${entry.message}`;
     case 'closed':
       return 'server closed';
   }

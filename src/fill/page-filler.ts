@@ -10,6 +10,7 @@ import type { PageSource } from '../sources/source.js';
 import { UffdError } from '../errors.js';
 import type { Userfaultfd } from '../uffd.js';
 import type { FillStats } from './stats.js';
+import { PAGE_SIZE } from '../validate.js';
 
 export type SourceErrorPolicy = 'poison' | 'zero';
 
@@ -53,7 +54,37 @@ export class PageFiller {
   }
 
   /** Serves a fault at `address`: the faulting page always, then as much read-ahead as is missing. */
-  async fault(address: bigint): Promise<void> {
+  fault(address: bigint): Promise<void> {
+    return this.#exclusive(() => this.#fault(address));
+  }
+
+  /** Fills one page in the background (working-set prefetch) unless it is already there. */
+  prefetchPage(page: number): Promise<void> {
+    return this.#exclusive(async () => {
+      if (page < 0 || page >= this.#o.pages || this.#served[page] !== MISSING) return;
+      const filled = await this.#fillRun(page, page + 1, false);
+      this.#o.stats.add('prefetchPages', filled);
+    });
+  }
+
+  /** Fills one background chunk of pages nobody has asked for yet; false when everything is served. */
+  prefetchChunk(): Promise<boolean> {
+    return this.#exclusive(() => this.#prefetchChunk());
+  }
+
+  /**
+   * One fill at a time: fills share the scratch buffer, and an async source could otherwise have one fill's
+   * bytes overwritten by another's before they are copied in (wrong data, marked present for good).
+   */
+  #exclusive<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(task);
+    this.#queue = run.then(() => undefined, () => undefined);
+    return run;
+  }
+
+  #queue: Promise<void> = Promise.resolve();
+
+  async #fault(address: bigint): Promise<void> {
     const { pageSize, pages, stats } = this.#o;
     const started = performance.now();
     const page = Number((address - this.#o.base) / BigInt(pageSize));
@@ -87,15 +118,7 @@ export class PageFiller {
     stats.recordService((performance.now() - started) * 1000);
   }
 
-  /** Fills one page in the background (working-set prefetch) unless it is already there. */
-  async prefetchPage(page: number): Promise<void> {
-    if (page < 0 || page >= this.#o.pages || this.#served[page] !== MISSING) return;
-    const filled = await this.#fillRun(page, page + 1, false);
-    this.#o.stats.add('prefetchPages', filled);
-  }
-
-  /** Fills one background chunk of pages nobody has asked for yet; false when everything is served. */
-  async prefetchChunk(): Promise<boolean> {
+  async #prefetchChunk(): Promise<boolean> {
     const { pages } = this.#o;
     while (this.#prefetchCursor < pages && this.#served[this.#prefetchCursor] !== MISSING) this.#prefetchCursor++;
     if (this.#prefetchCursor >= pages) return false;
@@ -144,8 +167,12 @@ export class PageFiller {
     const { source, pageSize, stats } = this.#o;
     const offset = this.#o.sourceOffset + start * pageSize;
     const length = (end - start) * pageSize;
-    const direct = source.view?.(offset, length);
-    if (direct !== undefined) return { ok: true, bytes: direct };
+    try {
+      const direct = source.view?.(offset, length);
+      if (direct !== undefined) return { ok: true, bytes: direct };
+    } catch {
+      stats.add('sourceErrors'); // a broken zero-copy path: the copying read below may still work
+    }
     const target = this.#scratch.subarray(0, length);
     const expected = Math.max(0, Math.min(length, source.length - offset));
     // Demand reads are retried with exponential backoff; read-ahead is tried once (its fault will come).
@@ -192,7 +219,7 @@ export class PageFiller {
   #zeroFill(page: number): void {
     const { uffd, pageSize, stats } = this.#o;
     try {
-      if (pageSize === 4096) uffd.zeropage({ address: this.#address(page), length: pageSize }, { wake: false });
+      if (pageSize === PAGE_SIZE) uffd.zeropage({ address: this.#address(page), length: pageSize }, { wake: false });
       else uffd.copy(this.#address(page), this.#zeros(), { wake: false });
     } catch (err) {
       if (!(err instanceof UffdError) || err.code !== 'EEXIST') throw err;

@@ -4,10 +4,8 @@ import { EventEmitter, once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import type { SourceSpec } from '../sources/source.js';
 import { Mapping } from '../mapping.js';
-import { Userfaultfd } from '../uffd.js';
-import { UffdError } from '../errors.js';
-import type { IoctlSet } from '../sets.js';
-import { closeSync, openSync, readSync } from 'node:fs';
+import { openPreferringFull, Userfaultfd } from '../uffd.js';
+import { failMissingPages } from '../fill/fail-missing.js';
 import { checkBoolean, checkOptionsObject, describe } from '../validate.js';
 import type { SourceErrorPolicy } from '../fill/page-filler.js';
 import type { FillStatsSnapshot } from '../fill/stats.js';
@@ -35,16 +33,6 @@ export interface LazyMemoryOptions {
 
 const OPTIONS = ['source', 'readahead', 'hugetlb', 'prefetch', 'onSourceError', 'retries', 'retryDelayMs', 'userModeOnly'];
 
-function openUffd(userModeOnly: boolean | 'auto'): Userfaultfd {
-  if (userModeOnly !== 'auto') return Userfaultfd.open({ userModeOnly });
-  try {
-    return Userfaultfd.open();
-  } catch (err) {
-    if (err instanceof UffdError && err.code === 'EPERM') return Userfaultfd.open({ userModeOnly: true });
-    throw err;
-  }
-}
-
 export class LazyMemory extends EventEmitter {
   readonly #mapping: Mapping;
   readonly #uffd: Userfaultfd;
@@ -55,7 +43,7 @@ export class LazyMemory extends EventEmitter {
   readonly sourceLength: number;
   #closing: Promise<void> | undefined;
 
-  private constructor(parts: { mapping: Mapping; uffd: Userfaultfd; ioctls: IoctlSet; worker: Worker; stats: SharedStats; sourceLength: number }) {
+  private constructor(parts: { mapping: Mapping; uffd: Userfaultfd; canPoison: boolean; worker: Worker; stats: SharedStats; sourceLength: number }) {
     super();
     this.#mapping = parts.mapping;
     this.#uffd = parts.uffd;
@@ -64,20 +52,40 @@ export class LazyMemory extends EventEmitter {
     this.sourceLength = parts.sourceLength;
     this.#worker.on('message', (m: FromWorker) => {
       if (m.type === 'sourceError') this.emit('error', Object.assign(new Error(`page ${String(m.page)} zero-filled: the source failed: ${m.message}`), { code: 'ERR_UFFD_SOURCE', page: m.page }));
+      if (m.type === 'failed') this.#fail(new Error(`the resolver failed and poisoned the pages it had not filled: ${m.message}`));
     });
     // After the listener: adding a 'message' listener refs the worker's port again.
     this.#worker.unref();
-    this.#worker.on('error', (err) => { this.emit('error', err); });
+    this.#workerExited = once(this.#worker, 'exit').then(() => {
+      if (this.#closing === undefined) this.#fail(new Error('the resolver worker exited unexpectedly; the pages it had not filled are poisoned'));
+    });
+    this.#worker.on('error', (err) => { this.#fail(err); });
     // Process exit joins the libuv threadpool: a pool thread asleep in a fault on this memory would hang it.
     // Closing this descriptor does not wake it (the worker's dup keeps the uffd alive, and its watcher must
     // not see that fd vanish), so the pages nobody filled are poisoned: a waiting faulter wakes and gets
     // EFAULT (kernel-mode) instead of data, never zeros that an in-flight write could persist.
     // Prepended: it must run before the library's own exit listener closes this uffd.
+    this.#canPoison = parts.canPoison;
     this.#onExit = () => {
-      failMissingPages(this.#uffd, this.#mapping, parts.ioctls);
+      failMissingPages(this.#uffd, this.#mapping, this.#canPoison);
       this.#uffd.close();
     };
     process.prependListener('exit', this.#onExit);
+  }
+
+  readonly #canPoison: boolean;
+  readonly #workerExited: Promise<void>;
+  #failed = false;
+
+  /**
+   * The resolver is gone: nobody will fill the remaining pages, so they are poisoned (fail-stop, as with
+   * onSourceError 'poison'), and the program hears of it as an 'error' event.
+   */
+  #fail(error: Error): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    if (!this.#uffd.closed) failMissingPages(this.#uffd, this.#mapping, this.#canPoison);
+    this.emit('error', Object.assign(error, { code: (error as { code?: unknown }).code ?? 'ERR_UFFD_RESOLVER' }));
   }
 
   static async open(options: LazyMemoryOptions): Promise<LazyMemory> {
@@ -117,13 +125,13 @@ export class LazyMemory extends EventEmitter {
       const first = await nextMessage(worker);
       if (first.type !== 'source') throw new Error(`LazyMemory: the source could not be opened: ${first.type === 'failed' ? first.message : first.type}`);
       mapping = Mapping.anonymous(first.length, { hugetlb });
-      uffd = openUffd(userModeOnly);
+      uffd = userModeOnly === 'auto' ? openPreferringFull() : Userfaultfd.open({ userModeOnly });
       const ioctls = uffd.register(mapping, { missing: true });
-      const serve: ToWorker = { type: 'serve', fd: uffd.dup(), base: mapping.address, pageSize: mapping.pageSize, pages: mapping.length / mapping.pageSize };
+      const serve: ToWorker = { type: 'serve', fd: uffd.dup(), base: mapping.address, pageSize: mapping.pageSize, pages: mapping.length / mapping.pageSize, canPoison: ioctls.has('POISON') };
       worker.postMessage(serve);
       const ready = await nextMessage(worker);
       if (ready.type !== 'ready') throw new Error(`LazyMemory: the resolver failed to start: ${ready.type === 'failed' ? ready.message : ready.type}`);
-      return new LazyMemory({ mapping, uffd, ioctls, worker, stats, sourceLength: first.length });
+      return new LazyMemory({ mapping, uffd, canPoison: ioctls.has('POISON'), worker, stats, sourceLength: first.length });
     } catch (err) {
       await worker.terminate();
       uffd?.close();
@@ -168,10 +176,9 @@ export class LazyMemory extends EventEmitter {
   }
 
   async #close(): Promise<void> {
-    const stopped = once(this.#worker, 'exit');
     this.#worker.ref();
     this.#worker.postMessage({ type: 'stop' } satisfies ToWorker);
-    await stopped;
+    await this.#workerExited;
     process.off('exit', this.#onExit);
     this.#uffd.close(); // the worker closed its descriptor: this is the last one, and wakes any faulter
     this.#mapping.close();
@@ -193,52 +200,3 @@ async function nextMessage(worker: Worker): Promise<FromWorker> {
   }
 }
 
-/**
- * At process exit: poisons every page of `mapping` that is not present (from /proc/self/pagemap), waking
- * whoever waits on them. Without UFFDIO_POISON (before 6.6) the range is unregistered instead: faulters
- * then see zero pages.
- */
-function failMissingPages(uffd: Userfaultfd, mapping: Mapping, ioctls: IoctlSet): void {
-  if (!ioctls.has('POISON')) {
-    uffd.unregister(mapping);
-    return;
-  }
-  const { pageSize } = mapping;
-  const pages = mapping.length / pageSize;
-  const step = pageSize / 4096; // pagemap has one 8-byte entry per base page
-  const firstEntry = Number(mapping.address / 4096n);
-  const CHUNK = 4096; // pages per pagemap read
-  const entries = Buffer.alloc(CHUNK * step * 8);
-  const fd = openSync('/proc/self/pagemap', 'r');
-  try {
-    let runStart = -1;
-    for (let base = 0; base < pages; base += CHUNK) {
-      const n = Math.min(CHUNK, pages - base);
-      readSync(fd, entries, 0, n * step * 8, (firstEntry + base * step) * 8);
-      for (let i = 0; i < n; i++) {
-        const present = entries.readBigUInt64LE(i * step * 8) >> 63n === 1n;
-        if (!present && runStart < 0) runStart = base + i;
-        if (present && runStart >= 0) {
-          poisonRun(uffd, mapping.address + BigInt(runStart * pageSize), (base + i - runStart) * pageSize, pageSize);
-          runStart = -1;
-        }
-      }
-    }
-    if (runStart >= 0) poisonRun(uffd, mapping.address + BigInt(runStart * pageSize), (pages - runStart) * pageSize, pageSize);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function poisonRun(uffd: Userfaultfd, address: bigint, length: number, pageSize: number): void {
-  let done = 0;
-  while (done < length) {
-    try {
-      done += uffd.poison({ address: address + BigInt(done), length: length - done, pageSize });
-    } catch (err) {
-      // A page the resolver filled meanwhile: skip it.
-      if (!(err instanceof UffdError) || err.code !== 'EEXIST') throw err;
-      done += (err.bytes ?? 0) + pageSize;
-    }
-  }
-}

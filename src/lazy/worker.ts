@@ -2,11 +2,15 @@
 // the main thread only touches memory (the threading rule). It never uses the libuv threadpool: sources
 // read synchronously (pread, a mapping) or over sockets.
 import { parentPort, workerData } from 'node:worker_threads';
+import type { MessagePort } from 'node:worker_threads';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { autoReadahead, fixedReadahead } from '../policy/readahead.js';
 import { openSource } from '../sources/source.js';
 import type { PageSource, SourceSpec } from '../sources/source.js';
 import { Userfaultfd } from '../uffd.js';
+import { closeSync } from 'node:fs';
+import { inspect } from 'node:util';
+import { failMissingPages } from '../fill/fail-missing.js';
 import { PageFiller } from '../fill/page-filler.js';
 import type { SourceErrorPolicy } from '../fill/page-filler.js';
 import { SharedStats } from '../fill/stats.js';
@@ -21,7 +25,7 @@ export interface WorkerInput {
   stats: SharedArrayBuffer;
 }
 
-export type ToWorker = { type: 'serve'; fd: number; base: bigint; pageSize: number; pages: number } | { type: 'stop' };
+export type ToWorker = { type: 'serve'; fd: number; base: bigint; pageSize: number; pages: number; canPoison: boolean } | { type: 'stop' };
 export type FromWorker =
   | { type: 'source'; length: number }
   | { type: 'ready' }
@@ -29,8 +33,8 @@ export type FromWorker =
   | { type: 'failed'; message: string }
   | { type: 'stopped' };
 
-const port = parentPort;
-if (port === null) throw new Error('lazy/worker.js runs only as a worker thread');
+if (parentPort === null) throw new Error('lazy/worker.js runs only as a worker thread');
+const port: MessagePort = parentPort;
 const input = workerData as WorkerInput;
 const send = (message: FromWorker): void => { port.postMessage(message); };
 
@@ -49,29 +53,61 @@ const serve = await new Promise<Extract<ToWorker, { type: 'serve' }> | undefined
   port.once('message', (m: ToWorker) => { resolve(m.type === 'serve' ? m : undefined); });
 });
 
-if (serve !== undefined) {
-  const uffd = Userfaultfd.fromFd(serve.fd);
-  const resolver = new PageFiller({
-    uffd, source, base: serve.base, pageSize: serve.pageSize, pages: serve.pages, sourceOffset: 0,
-    policy: input.readahead === 'auto' ? autoReadahead() : fixedReadahead(input.readahead),
-    onSourceError: input.onSourceError, retries: input.retries, retryDelayMs: input.retryDelayMs,
-    stats: new SharedStats(input.stats),
-    reportSourceError: (page, error) => { send({ type: 'sourceError', page, message: error instanceof Error ? error.message : String(error) }); },
-  });
-  port.on('message', (m: ToWorker) => { if (m.type === 'stop') stop.abort(); });
-  send({ type: 'ready' });
-
-  // Background fill runs between events, one chunk at a time, so a demand fault waits at most one chunk.
-  const prefetching = (async () => {
-    if (!input.prefetch) return;
-    while (!stop.signal.aborted && (await resolver.prefetchChunk())) await yieldToLoop();
-  })();
-  for await (const event of uffd.events({ signal: stop.signal })) {
-    if (event.type === 'pagefault') await resolver.fault(event.address);
-  }
-  await prefetching;
-  uffd.close();
-}
+if (serve !== undefined) await run(serve);
 await source.close?.();
 send({ type: 'stopped' });
 port.close();
+
+/** Serves faults until told to stop; on any failure the pages not yet filled are poisoned (fail-stop). */
+async function run(serve: Extract<ToWorker, { type: 'serve' }>): Promise<void> {
+  let uffd: Userfaultfd;
+  try {
+    uffd = Userfaultfd.fromFd(serve.fd); // from here on this thread owns (closes) the descriptor
+  } catch (err) {
+    closeSync(serve.fd);
+    send({ type: 'failed', message: err instanceof Error ? err.message : String(err) });
+    return;
+  }
+  const range = { address: serve.base, length: serve.pages * serve.pageSize, pageSize: serve.pageSize };
+  let failure: unknown;
+  // process.exit() inside a source (or anything else that ends this thread abruptly) skips the finally below.
+  // Prepended: it must run before the library's own exit listener closes the uffd.
+  const onAbruptExit = (): void => { failMissingPages(uffd, range, serve.canPoison); };
+  process.prependListener('exit', onAbruptExit);
+  try {
+    const resolver = new PageFiller({
+      uffd, source, base: serve.base, pageSize: serve.pageSize, pages: serve.pages, sourceOffset: 0,
+      policy: input.readahead === 'auto' ? autoReadahead() : fixedReadahead(input.readahead),
+      onSourceError: input.onSourceError, retries: input.retries, retryDelayMs: input.retryDelayMs,
+      stats: new SharedStats(input.stats),
+      reportSourceError: (page, error) => { send({ type: 'sourceError', page, message: error instanceof Error ? error.message : String(error) }); },
+    });
+    port.on('message', (m: ToWorker) => { if (m.type === 'stop') stop.abort(); });
+    send({ type: 'ready' });
+    // Background fill runs between events, one chunk at a time, so a demand fault waits at most one chunk.
+    const prefetching = (async () => {
+      if (!input.prefetch) return;
+      while (!stop.signal.aborted && (await resolver.prefetchChunk())) await yieldToLoop();
+    })().catch((err: unknown) => {
+      failure ??= err;
+      stop.abort();
+    });
+    for await (const event of uffd.events({ signal: stop.signal })) {
+      if (event.type === 'pagefault') await resolver.fault(event.address);
+    }
+    await prefetching;
+  } catch (err) {
+    failure ??= err;
+  } finally {
+    if (failure !== undefined) {
+      // Nobody may be left waiting on pages this resolver will never fill: not the main thread, not a pool thread.
+      try {
+        failMissingPages(uffd, range, serve.canPoison);
+      } finally {
+        send({ type: 'failed', message: failure instanceof Error ? failure.message : inspect(failure) });
+      }
+    }
+    process.off('exit', onAbruptExit);
+    uffd.close();
+  }
+}

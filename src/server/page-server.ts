@@ -41,6 +41,7 @@ export type ServerLog =
   | { event: 'client'; id: number; pid: number; uid: number; version: string; pageSize: number; regions: { base: string; size: number; offset: number }[] }
   | { event: 'refused'; id: number; pid?: number; reason: string }
   | { event: 'gone'; id: number; pid: number; reason: string; summary: SessionSummary; pagesTotal: number }
+  | { event: 'error'; message: string }
   | { event: 'closed' };
 
 export interface ClientProgress {
@@ -49,6 +50,8 @@ export interface ClientProgress {
   pagesServed: number;
   pagesTotal: number;
 }
+
+const ACCEPT_RETRY_MS = 100;
 
 const OPTIONS = ['socket', 'memory', 'readahead', 'handshakeTimeoutMs', 'maxClients', 'maxPayloadBytes', 'maxRegions', 'allowUids', 'record', 'prefetch'];
 
@@ -72,7 +75,7 @@ interface Served {
 
 export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
   readonly #listener: UnixListener;
-  readonly #watcher: FdWatcher;
+  #watcher: FdWatcher;
   readonly #source: PageSource;
   readonly #o: ResolvedOptions;
   readonly #pending = new Map<number, PendingClient>();
@@ -87,7 +90,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     this.#source = source;
     this.#o = options;
     this.#prefetch = prefetch;
-    this.#watcher = new FdWatcher(listener.fd, () => { this.#acceptAll(); }, () => undefined);
+    this.#watcher = this.#watchListener();
   }
 
   static async listen(options: PageServerOptions): Promise<PageServer> {
@@ -142,13 +145,22 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     this.emit('log', entry);
   }
 
+  #watchListener(): FdWatcher {
+    return new FdWatcher(this.#listener.fd, () => { this.#acceptAll(); }, (err) => { this.#log({ event: 'error', message: `listening socket: ${err.message}` }); });
+  }
+
   #acceptAll(): void {
     for (;;) {
       let conn: UnixConnection | undefined;
       try {
         conn = this.#listener.accept();
-      } catch {
-        return; // EMFILE and friends: the connection stays queued; the next readiness retries
+      } catch (err) {
+        // Out of descriptors (EMFILE/ENFILE) or memory: the connection stays queued, and a level-triggered
+        // watcher would fire again at once. Pause accepting and retry shortly.
+        this.#log({ event: 'error', message: `accept failed: ${err instanceof Error ? err.message : String(err)}; retrying in ${String(ACCEPT_RETRY_MS)} ms` });
+        this.#watcher.stop();
+        setTimeout(() => { if (!this.#closed) this.#watcher = this.#watchListener(); }, ACCEPT_RETRY_MS).unref();
+        return;
       }
       if (conn === undefined) return;
       this.#admit(conn);
@@ -227,7 +239,10 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     // right after the handshake. A pidfd becomes readable when the process exits.
     const client: Served = {
       id, pid, session, pidfd, conn, recorded,
-      pidWatch: new FdWatcher(pidfd, () => { const c = this.#served.get(id); if (c !== undefined) this.#drop(c, 'the process exited'); }, () => undefined),
+      pidWatch: new FdWatcher(pidfd, () => { const c = this.#served.get(id); if (c !== undefined) this.#drop(c, 'the process exited'); }, (err) => {
+        const c = this.#served.get(id);
+        if (c !== undefined) this.#drop(c, `cannot watch the process: ${err.message}`);
+      }),
     };
     this.#served.set(id, client);
     this.#log({
@@ -245,7 +260,13 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     client.pidWatch.stop();
     native.close(client.pidfd);
     client.conn.close();
-    if (this.#o.record !== undefined && client.recorded.length > 0) writeFileSync(this.#o.record, `${client.recorded.join('\n')}\n`);
+    if (this.#o.record !== undefined && client.recorded.length > 0) {
+      try {
+        writeFileSync(this.#o.record, `${client.recorded.join('\n')}\n`);
+      } catch (err) {
+        this.#log({ event: 'error', message: `cannot write the working set to ${this.#o.record}: ${err instanceof Error ? err.message : String(err)}` });
+      }
+    }
     this.#log({ event: 'gone', id: client.id, pid: client.pid, reason, summary, pagesTotal: client.session.pagesTotal });
   }
 }

@@ -42,6 +42,11 @@ export class PendingClient {
         const r = this.#conn.receive(this.#buffer);
         if (r.kind === 'again') return;
         this.#fds.push(...r.fds);
+        if (this.#fds.length > 1) {
+          // Refused at once: a peer must not make the server hold descriptors it sends chunk after chunk.
+          this.#fail(`expected exactly one descriptor (the uffd) with the handshake, got ${String(this.#fds.length)}`);
+          return;
+        }
         if (r.kind === 'eof') {
           this.#fail('connection closed before the handshake was complete');
           return;

@@ -80,13 +80,22 @@ export class ClientSession {
   /** Pages in memory-file offsets, filled in the background in this order; demand faults come first. */
   async prefetch(offsets: number[]): Promise<void> {
     for (const offset of offsets) {
-      if (this.#closed) return;
       const state = this.#regions.find((r) => offset >= r.region.offset && offset < r.region.offset + r.region.size);
       if (state === undefined) continue;
-      try {
-        await state.filler.prefetchPage(Math.floor((offset - state.region.offset) / state.region.pageSize));
-      } catch (err) {
-        if (this.#handleError(err)) return;
+      for (;;) {
+        if (this.#closed) return;
+        try {
+          await state.filler.prefetchPage(Math.floor((offset - state.region.offset) / state.region.pageSize));
+          break;
+        } catch (err) {
+          // EAGAIN: an event (a balloon REMOVE) is pending; the drain loop reads it, then this page is retried.
+          if (!(err instanceof UffdError && err.code === 'EAGAIN')) {
+            this.#handleError(err);
+            return;
+          }
+          this.#kick();
+          await yieldToLoop();
+        }
       }
       await yieldToLoop(); // let pending demand faults in between prefetched pages
     }
@@ -122,6 +131,15 @@ export class ClientSession {
   }
 
   async #drain(): Promise<void> {
+    this.#watcher?.pause(); // while draining, readiness is known; resumed once everything is served
+    try {
+      await this.#drainLoop();
+    } finally {
+      if (!this.#closed) this.#watcher?.resume();
+    }
+  }
+
+  async #drainLoop(): Promise<void> {
     do {
       this.#again = false;
       if (this.#closed) return;
@@ -136,6 +154,7 @@ export class ClientSession {
         if (event.type === 'pagefault') this.#deferred.push(event.address);
         else this.#apply(event);
       }
+      if (this.#closed) return;
       const faults = this.#deferred;
       this.#deferred = [];
       for (const [i, address] of faults.entries()) {
@@ -169,6 +188,10 @@ export class ClientSession {
       case 'fork':
         event.uffd.close(); // a VMM does not fork with EVENT_FORK; nothing to serve there
         return;
+      case 'remap':
+        // Guest memory does not move in a VMM; the handshake's regions no longer describe the client.
+        this.#gone(`its memory was remapped (0x${event.from.toString(16)} -> 0x${event.to.toString(16)}), which a page server cannot follow`);
+        return;
       default:
         return;
     }
@@ -176,7 +199,11 @@ export class ClientSession {
 
   async #serve(address: bigint): Promise<'done' | 'deferred' | 'gone'> {
     const state = this.#regions.find((r) => address >= r.region.baseHostVirtAddr && address < r.end);
-    if (state === undefined) return 'done'; // outside every region: cannot be ours
+    if (state === undefined) {
+      // Registered but not described in the handshake: nobody could serve it, and the faulter would wait forever.
+      this.#gone(`a fault at 0x${address.toString(16)} lies outside every region of its handshake`);
+      return 'gone';
+    }
     try {
       if (this.#record !== undefined) this.#noteFirstFault(state, address);
       await state.filler.fault(address);

@@ -113,18 +113,37 @@ function openPreadFile(path: string): PageSource {
 function openMappedFile(path: string): PageSource {
   const mapping = Mapping.file(path);
   const length = fstatLength(path);
-  const source: PageSource = {
+  // One view per 1 GiB window, made once: a view per read would cost an external buffer per fault.
+  const windows: Uint8Array[] = [];
+  const window = (index: number): Uint8Array => {
+    const start = index * WINDOW;
+    windows[index] ??= new Uint8Array(mapping.view(start, Math.min(WINDOW, mapping.length - start)));
+    return windows[index];
+  };
+  return {
     length,
     read(offset, target) {
       const n = clip(length, offset, target.length);
-      target.set(new Uint8Array(mapping.view(offset, n)));
+      for (let done = 0; done < n;) {
+        const at = offset + done;
+        const w = window(Math.floor(at / WINDOW));
+        const from = at % WINDOW;
+        const chunk = Math.min(n - done, w.length - from);
+        target.set(w.subarray(from, from + chunk), done);
+        done += chunk;
+      }
       return n;
     },
-    view: (offset, n) => (offset + n <= mapping.length ? new Uint8Array(mapping.view(offset, n)) : undefined),
+    view(offset, n) {
+      const from = offset % WINDOW;
+      if (offset + n > mapping.length || from + n > WINDOW) return undefined; // crosses a window: read() copies
+      return window(Math.floor(offset / WINDOW)).subarray(from, from + n);
+    },
     close: () => { mapping.close(); },
   };
-  return source;
 }
+
+const WINDOW = 1 << 30;
 
 function fstatLength(path: string): number {
   const fd = openSync(path, 'r');

@@ -13,6 +13,8 @@ export interface PatternOptions {
   async?: boolean;
   /** The timer's delay for async reads (default 1 ms). */
   delayMs?: number;
+  /** A read covering this offset ends the resolver thread abruptly (process.exit inside the worker). */
+  exitAt?: number;
 }
 
 export const patternByte = (offset: number): number => (offset * 131 + (offset >>> 11)) & 0xff;
@@ -20,7 +22,8 @@ export const patternByte = (offset: number): number => (offset * 131 + (offset >
 export default function createPatternSource(options: PatternOptions): PageSource {
   let failures = 0;
   const read = (offset: number, target: Uint8Array): number => {
-    const { failAt } = options;
+    const { failAt, exitAt } = options;
+    if (exitAt !== undefined && exitAt >= offset && exitAt < offset + target.length) process.exit(0);
     if (failAt !== undefined && failAt >= offset && failAt < offset + target.length && failures < (options.failTimes ?? Infinity)) {
       failures++;
       throw new Error(`pattern source: injected failure at ${String(failAt)}`);

@@ -1,0 +1,39 @@
+// Fail-stop for a range whose resolver is gone (it failed, or the process is exiting): every page not
+// present is poisoned, which wakes whoever waits on it. A kernel-mode access then fails with EFAULT and a
+// user-mode one with SIGBUS: loud, never wrong data, never a hang. Without UFFDIO_POISON (before 6.6) the
+// range is unregistered instead, and faulters see zero pages.
+import { UffdError } from '../errors.js';
+import { presentPages } from '../pagemap.js';
+import type { Userfaultfd } from '../uffd.js';
+
+export function failMissingPages(uffd: Userfaultfd, range: { address: bigint; length: number; pageSize: number }, canPoison: boolean): void {
+  if (!canPoison) {
+    uffd.unregister(range);
+    return;
+  }
+  const { address, pageSize } = range;
+  const pages = range.length / pageSize;
+  const present = presentPages(address, pages, pageSize);
+  let runStart = -1;
+  for (let page = 0; page <= pages; page++) {
+    const missing = page < pages && present[page] === 0;
+    if (missing && runStart < 0) runStart = page;
+    if (!missing && runStart >= 0) {
+      poisonRun(uffd, address + BigInt(runStart * pageSize), (page - runStart) * pageSize, pageSize);
+      runStart = -1;
+    }
+  }
+}
+
+function poisonRun(uffd: Userfaultfd, address: bigint, length: number, pageSize: number): void {
+  let done = 0;
+  while (done < length) {
+    try {
+      done += uffd.poison({ address: address + BigInt(done), length: length - done, pageSize });
+    } catch (err) {
+      // A page filled meanwhile: skip it.
+      if (!(err instanceof UffdError) || err.code !== 'EEXIST') throw err;
+      done += (err.bytes ?? 0) + pageSize;
+    }
+  }
+}
