@@ -52,6 +52,17 @@ test('memfd: alias() maps the same pages; private mappings copy on write', () =>
   assert.throws(() => Mapping.anonymous(4096).alias(), TypeError);
 });
 
+test('an alias keeps its own descriptor: it outlives the original, and aliases of it map the same pages', () => {
+  const original = Mapping.memfd(4096);
+  const alias = original.alias();
+  new Uint8Array(original.buffer)[1] = 11;
+  original.close();
+  assert.notEqual(alias.fd, original.fd);
+  using second = alias.alias();
+  assert.equal(new Uint8Array(second.buffer)[1], 11);
+  alias.close();
+});
+
 test('file: the file contents, read-only unless asked', () => {
   using file = new ScratchFile(Uint8Array.from({ length: 5000 }, (_, i) => i & 0xff));
   using mapping = Mapping.file(file.path);

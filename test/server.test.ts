@@ -98,6 +98,20 @@ describe('restores through the page server', () => {
     });
   });
 
+  test('a fault outside every described region drops that client with the reason, logged', async () => {
+    await withServer({}, async (server, logs) => {
+      const peer = vmm(server.socket, '--undescribed');
+      try {
+        const gone = await until(logs, (e) => e.event === 'gone', 'the drop');
+        assert.ok(gone.event === 'gone');
+        assert.match(gone.reason, /outside every region of its handshake/);
+      } finally {
+        peer.child.kill('SIGKILL'); // its thread waits on a page nobody can serve, as Firecracker's would
+      }
+      await peer.result;
+    });
+  });
+
   test('a client that dies in the middle of its faults is dropped; another is served throughout', async () => {
     await withServer({}, async (server, logs) => {
       const dying = vmm(server.socket, '--die-after', '100');
@@ -164,6 +178,24 @@ describe('bad peers are refused and the server keeps serving', () => {
     await refused('[{"base_host_virt_addr":4096,"size":4096.5,"offset":0}]', [uffd.fd], /size/);
     await refused('[{"base_host_virt_addr":4096,"size":9007199254740992,"offset":0}]', [uffd.fd], /size 9007199254740992.*2\^53|2\^53/);
     await refused('[{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":4096,"page_size_kib":2097152}]', [uffd.fd], /page_size/);
+  });
+
+  test('descriptors sent in later chunks count too: a second one is refused at once', async () => {
+    using a = Userfaultfd.open();
+    using b = Userfaultfd.open();
+    await withServer({}, async (server, logs) => {
+      const conn = UnixConnection.connect(server.socket);
+      try {
+        conn.send(Buffer.from('[{"base_host_'), [a.fd]);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        conn.send(Buffer.from('virt_addr":'), [b.fd]);
+        const entry = await until(logs, (e) => e.event === 'refused', 'the refusal');
+        assert.ok(entry.event === 'refused');
+        assert.match(entry.reason, /exactly one descriptor.*got 2/);
+      } finally {
+        conn.close();
+      }
+    });
   });
 
   test('no descriptor, two descriptors, a descriptor that is not a userfaultfd', async () => {

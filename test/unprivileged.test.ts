@@ -35,6 +35,14 @@ catch (e) { out.requireFork = { unsupported: e instanceof UnsupportedFeatureErro
 process.stdout.write(JSON.stringify(out));
 `;
 
+test('as nobody: uffd probe --memory works through a user-mode-only uffd', { skip }, () => {
+  const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'src', 'cli', 'main.js'), 'probe', '--memory', '--json'], { uid: NOBODY, gid: NOBODY, encoding: 'utf8', cwd: '/' });
+  assert.equal(r.status, 0, r.stderr);
+  const doc = JSON.parse(r.stdout) as { memory: { anon: { modes: { missing: { ok: boolean; works: string[] } } } } };
+  assert.equal(doc.memory.anon.modes.missing.ok, true);
+  assert.ok(doc.memory.anon.modes.missing.works.includes('COPY'));
+});
+
 interface Report {
   available: boolean;
   access: Record<'syscall' | 'device' | 'userModeOnly', { ok: boolean; code?: string; hint?: string }>;

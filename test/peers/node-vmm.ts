@@ -2,6 +2,7 @@
 // uffd (EVENT_REMOVE required, as Firecracker does), sends the Firecracker handshake of the chosen version,
 // then touches pages and checks each against the memory file. It prints one JSON line with the result.
 //   node node-vmm.js SOCKET MEMORY_FILE [--protocol 1.1|1.7|1.12] [--regions N] [--touch N] [--die-after N] [--balloon]
+//     [--undescribed]  registers one more region than it describes, and touches it last
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Mapping, Userfaultfd } from '../../src/index.js';
@@ -9,7 +10,7 @@ import { UnixConnection } from '../../src/server/unix-socket.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { protocol: { type: 'string' }, regions: { type: 'string' }, touch: { type: 'string' }, 'die-after': { type: 'string' }, balloon: { type: 'boolean' } },
+  options: { protocol: { type: 'string' }, regions: { type: 'string' }, touch: { type: 'string' }, 'die-after': { type: 'string' }, balloon: { type: 'boolean' }, undescribed: { type: 'boolean' } },
 });
 const [socket, memoryPath] = positionals;
 if (socket === undefined || memoryPath === undefined) throw new Error('usage: node-vmm SOCKET MEMORY_FILE [options]');
@@ -28,6 +29,8 @@ const region = (m: Mapping, offset: number): string => {
   return `{${base},"page_size":4096,"page_size_kib":4096}`;
 };
 const body = `[${maps.map((m, i) => region(m, i * regionSize)).join(',')}]`;
+const hidden = values.undescribed === true ? Mapping.anonymous(4096) : undefined;
+if (hidden !== undefined) uffd.register(hidden, { missing: true });
 const conn = UnixConnection.connect(socket);
 conn.send(Buffer.from(body), [uffd.fd]);
 if (protocol !== '1.12') conn.close(); // Firecracker before 1.12 closes its end right after the handshake
@@ -45,6 +48,10 @@ for (let i = 0; i < touch; i++) {
   const at = page * 4096 + (page % 4091);
   if (view[at] !== file[r * regionSize + at]) bad++;
   touched++;
+}
+if (hidden !== undefined) {
+  process.stdout.write(`${JSON.stringify({ bad, touched })}\n`);
+  void new Uint8Array(hidden.buffer)[0]; // nobody was told about this page: the server must not leave it silent
 }
 if (values.balloon === true) {
   // Balloon: the guest gives pages back; read again they are zeros (the server must not refill them).
