@@ -202,7 +202,7 @@ export class Userfaultfd {
     const length = checkLength(src.byteLength, 'src.byteLength', PAGE_SIZE);
     const mode = (checkBoolean(o.wake, 'wake') === false ? COPY_MODE.DONTWAKE : 0n) | (checkBoolean(o.wp, 'wp') === true ? COPY_MODE.WP : 0n);
     const source = native.addressOf(src);
-    return this.#resolve(REQ.COPY, 'ioctl(UFFDIO_COPY)', length, (done) => { this.#put(dst + done, source + done, BigInt(length) - done, mode, 0n); });
+    return this.#resolve(REQ.COPY, 'ioctl(UFFDIO_COPY)', dst, source, length, mode);
   }
 
   zeropage(range: Range, options?: { wake?: boolean }): number {
@@ -232,7 +232,7 @@ export class Userfaultfd {
     checkLength(length, 'length', PAGE_SIZE);
     const o = checkOptionsObject(options, 'move options', ['wake', 'allowSrcHoles']);
     const mode = (checkBoolean(o.wake, 'wake') === false ? MOVE_MODE.DONTWAKE : 0n) | (checkBoolean(o.allowSrcHoles, 'allowSrcHoles') === true ? MOVE_MODE.ALLOW_SRC_HOLES : 0n);
-    return this.#resolve(REQ.MOVE, 'ioctl(UFFDIO_MOVE)', length, (done) => { this.#put(dst + done, src + done, BigInt(length) - done, mode, 0n); });
+    return this.#resolve(REQ.MOVE, 'ioctl(UFFDIO_MOVE)', dst, src, length, mode);
   }
 
   writeProtect(range: Range, protect: boolean, options?: { wake?: boolean }): void {
@@ -346,21 +346,22 @@ export class Userfaultfd {
     return this.#fd;
   }
 
-  #put(...fields: bigint[]): void {
-    for (let i = 0; i < fields.length; i++) this.#view.setBigUint64(i * 8, fields[i] ?? 0n, true);
-  }
-
-  #get(index: number): bigint {
-    return this.#view.getBigInt64(index * 8, true);
+  /** Fills the scratch struct: u64 fields from offset 0 (range-style structs: start, len, mode, result). */
+  #put(a: bigint, b: bigint, c?: bigint, d?: bigint): void {
+    const view = this.#view;
+    view.setBigUint64(0, a, true);
+    view.setBigUint64(8, b, true);
+    if (c !== undefined) view.setBigUint64(16, c, true);
+    if (d !== undefined) view.setBigUint64(24, d, true);
   }
 
   #ioctl(request: number): number {
     return native.ioctl(this.#open(), request, this.#scratch);
   }
 
-  /** ZEROPAGE, CONTINUE and POISON share one layout: { range, mode, result }. */
+  /** ZEROPAGE, CONTINUE and POISON share one layout: { start, len, mode, result }. */
   #resolveRange(request: number, syscall: string, r: { address: bigint; length: number }, mode: bigint): number {
-    return this.#resolve(request, syscall, r.length, (done) => { this.#put(r.address + done, BigInt(r.length) - done, mode, 0n); });
+    return this.#resolve(request, syscall, r.address, undefined, r.length, mode);
   }
 
   /**
@@ -370,21 +371,34 @@ export class Userfaultfd {
    * EAGAIN without looping (read the events, then retry). The count field is preset to 0 because the kernel
    * leaves it unwritten on early EINVAL/EFAULT/ESRCH: errno is the truth then.
    */
-  #resolve(request: number, syscall: string, length: number, fill: (done: bigint) => void): number {
-    const total = BigInt(length);
-    const resultIndex = request === REQ.COPY || request === REQ.MOVE ? 4 : 3;
-    let done = 0n;
+  #resolve(request: number, syscall: string, dst: bigint, src: bigint | undefined, length: number, mode: bigint): number {
+    // COPY and MOVE: { dst, src, len, mode, result }; the others: { start, len, mode, result }.
+    const view = this.#view;
+    const resultOffset = src === undefined ? 24 : 32;
+    let done = 0;
     for (;;) {
-      fill(done);
+      const offset = BigInt(done);
+      const rest = BigInt(length - done);
+      if (src === undefined) {
+        view.setBigUint64(0, dst + offset, true);
+        view.setBigUint64(8, rest, true);
+        view.setBigUint64(16, mode, true);
+      } else {
+        view.setBigUint64(0, dst + offset, true);
+        view.setBigUint64(8, src + offset, true);
+        view.setBigUint64(16, rest, true);
+        view.setBigUint64(24, mode, true);
+      }
+      view.setBigInt64(resultOffset, 0n, true);
       const errno = this.#ioctl(request);
       if (errno === 0) return length;
-      const count = this.#get(resultIndex);
-      if (errno === EAGAIN && count > 0n && done + count <= total) {
+      const count = Number(view.getBigInt64(resultOffset, true));
+      if (errno === EAGAIN && count > 0 && done + count <= length) {
         done += count;
-        if (done === total) return length;
+        if (done === length) return length;
         continue;
       }
-      throw new UffdError(errno, syscall, { bytes: Number(done) });
+      throw new UffdError(errno, syscall, { bytes: done });
     }
   }
 }

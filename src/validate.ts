@@ -2,6 +2,7 @@
 import { native } from './binding.js';
 
 export const PAGE_SIZE = native.pageSize();
+const PAGE_SIZE_BIG = BigInt(PAGE_SIZE);
 const U64_END = 1n << 64n;
 
 export function describe(value: unknown): string {
@@ -36,7 +37,7 @@ export function checkOptionsObject(value: unknown, name: string, known: readonly
 export function checkAddress(value: unknown, name: string, alignment: number): bigint {
   if (typeof value !== 'bigint') throw new TypeError(`${name} must be a bigint address, got ${describe(value)}`);
   if (value < 0n || value >= U64_END) throw new RangeError(`${name} ${describe(value)} is outside the u64 range`);
-  if (value % BigInt(alignment) !== 0n) {
+  if (value % (alignment === PAGE_SIZE ? PAGE_SIZE_BIG : BigInt(alignment)) !== 0n) {
     throw new RangeError(`${name} 0x${value.toString(16)} is not aligned to the ${String(alignment)}-byte page size`);
   }
   return value;
