@@ -3,6 +3,10 @@
 // never re-copied (EEXIST + wake), removed pages (balloon) answered with zeros, source failures retried and
 // then poisoned or zero-filled. EAGAIN (an unread event) and ESRCH (the target exited) are thrown to the
 // caller, which reads events or drops the client; a retried fault finds its pages present and just wakes.
+//
+// Everything runs synchronously while the source answers synchronously (files, buffers: the common case),
+// so a fault costs no promise turns; a source that returns a promise, or a failure that needs a backoff,
+// switches that fault to the asynchronous path, and later work queues behind it.
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ReadaheadPolicy } from '../policy/readahead.js';
@@ -31,6 +35,16 @@ export interface FillerOptions {
   reportSourceError: (page: number, error: unknown) => void;
 }
 
+/** A result now, or later. */
+export type Maybe<T> = T | Promise<T>;
+
+type Read = { ok: true; bytes: Uint8Array } | { ok: false; error: unknown };
+interface Run {
+  start: number;
+  end: number;
+  demand: boolean;
+}
+
 const MISSING = 0;
 const PRESENT = 1;
 const REMOVED = 2;
@@ -38,13 +52,18 @@ const REMOVED = 2;
 /** Bytes copied per UFFDIO_COPY at most: bounds the scratch buffer and the time a demand fault waits. */
 const MAX_RUN_BYTES = 1 << 20;
 
+const noop = (): void => undefined;
+
 export class PageFiller {
   readonly #o: FillerOptions;
-  /** Per page: 1 filled by us or found present; 2 removed (zeros on the next fault); 0 missing. */
+  /** Per page: PRESENT (filled by us or found present), REMOVED (zeros on the next fault), or MISSING. */
   readonly #served: Uint8Array;
   readonly #scratch: Uint8Array;
   readonly #maxRun: number;
   #prefetchCursor = 0;
+  /** The asynchronous fill in progress, if any: fills share the scratch buffer, so they never overlap. */
+  #inflight: Promise<void> | undefined;
+  #zeroPage: Uint8Array | undefined;
 
   constructor(options: FillerOptions) {
     this.#o = options;
@@ -54,37 +73,64 @@ export class PageFiller {
   }
 
   /** Serves a fault at `address`: the faulting page always, then as much read-ahead as is missing. */
-  fault(address: bigint): Promise<void> {
+  fault(address: bigint): Maybe<void> {
     return this.#exclusive(() => this.#fault(address));
   }
 
   /** Fills one page in the background (working-set prefetch) unless it is already there. */
-  prefetchPage(page: number): Promise<void> {
-    return this.#exclusive(async () => {
+  prefetchPage(page: number): Maybe<void> {
+    return this.#exclusive(() => {
       if (page < 0 || page >= this.#o.pages || this.#served[page] !== MISSING) return;
-      const filled = await this.#fillRun(page, page + 1, false);
-      this.#o.stats.add('prefetchPages', filled);
+      return this.#then(this.#fillRun({ start: page, end: page + 1, demand: false }), (filled) => { this.#o.stats.add('prefetchPages', filled); });
     });
   }
 
   /** Fills one background chunk of pages nobody has asked for yet; false when everything is served. */
-  prefetchChunk(): Promise<boolean> {
-    return this.#exclusive(() => this.#prefetchChunk());
+  prefetchChunk(): Maybe<boolean> {
+    return this.#exclusive(() => {
+      const { pages } = this.#o;
+      while (this.#prefetchCursor < pages && this.#served[this.#prefetchCursor] !== MISSING) this.#prefetchCursor++;
+      if (this.#prefetchCursor >= pages) return false;
+      const start = this.#prefetchCursor;
+      let end = start + 1;
+      while (end < pages && this.#served[end] === MISSING && end - start < this.#maxRun) end++;
+      return this.#then(this.#fillRun({ start, end, demand: false }), (filled) => {
+        this.#o.stats.add('prefetchPages', filled);
+        this.#prefetchCursor = Math.max(this.#prefetchCursor, start + Math.max(filled, 1));
+        return true;
+      });
+    });
   }
 
-  /**
-   * One fill at a time: fills share the scratch buffer, and an async source could otherwise have one fill's
-   * bytes overwritten by another's before they are copied in (wrong data, marked present for good).
-   */
-  #exclusive<T>(task: () => Promise<T>): Promise<T> {
-    const run = this.#queue.then(task);
-    this.#queue = run.then(() => undefined, () => undefined);
-    return run;
+  /** Pages [start, end) were removed (MADV_DONTNEED/REMOVE): they read as zeros from now on. */
+  removed(start: number, end: number): void {
+    this.#served.fill(REMOVED, Math.max(0, start), Math.min(this.#o.pages, end));
   }
 
-  #queue: Promise<void> = Promise.resolve();
+  /** Runs now when nothing asynchronous is in flight; otherwise after it (one fill at a time). */
+  #exclusive<T>(task: () => Maybe<T>): Maybe<T> {
+    if (this.#inflight === undefined) {
+      const result = task();
+      if (result instanceof Promise) this.#track(result);
+      return result;
+    }
+    const queued = this.#inflight.then(task);
+    this.#track(queued);
+    return queued;
+  }
 
-  async #fault(address: bigint): Promise<void> {
+  #track(work: Promise<unknown>): void {
+    const settled = work.then(noop, noop);
+    this.#inflight = settled;
+    void settled.then(() => { if (this.#inflight === settled) this.#inflight = undefined; });
+  }
+
+  /** `next(value)` now if `value` is here, else when it arrives. */
+  #then<T, U>(value: Maybe<T>, next: (v: T) => Maybe<U>): Maybe<U> {
+    return value instanceof Promise ? value.then(next) : next(value);
+  }
+
+  #fault(address: bigint): Maybe<void> {
     const { pageSize, pages, stats } = this.#o;
     const started = performance.now();
     const page = Number((address - this.#o.base) / BigInt(pageSize));
@@ -92,17 +138,21 @@ export class PageFiller {
     stats.add('faults');
     if (this.#served[page] === REMOVED) {
       this.#zeroFill(page);
-      this.#wake(page, 1);
-      stats.recordService((performance.now() - started) * 1000);
+      this.#finishFault(page, 1, started);
       return;
     }
     const end = Math.min(pages, page + Math.max(1, this.#o.policy.next(page)));
-    // The faulting page is served even if marked: a MADV_DONTNEED by the program can empty it again.
+    // The faulting page is served even if marked present: a MADV_DONTNEED by the program can empty it again.
     let demandEnd = page + 1;
     while (demandEnd < end && this.#served[demandEnd] === MISSING && demandEnd - page < this.#maxRun) demandEnd++;
-    const served = await this.#fillRun(page, demandEnd, true);
-    stats.add('readaheadPages', served - 1);
-    let next = page + served;
+    return this.#then(this.#fillRun({ start: page, end: demandEnd, demand: true }), (served) => {
+      stats.add('readaheadPages', served - 1);
+      return this.#then(this.#readahead(page + served, end), () => { this.#finishFault(page, end - page, started); });
+    });
+  }
+
+  /** Fills the missing runs of [next, end), skipping pages already there. */
+  #readahead(next: number, end: number): Maybe<void> {
     while (next < end) {
       if (this.#served[next] !== MISSING) {
         next++;
@@ -110,48 +160,52 @@ export class PageFiller {
       }
       let runEnd = next + 1;
       while (runEnd < end && this.#served[runEnd] === MISSING && runEnd - next < this.#maxRun) runEnd++;
-      const filled = await this.#fillRun(next, runEnd, false);
-      stats.add('readaheadPages', filled);
+      const filled = this.#fillRun({ start: next, end: runEnd, demand: false });
+      const resume = runEnd;
+      if (filled instanceof Promise) {
+        return filled.then((n) => {
+          this.#o.stats.add('readaheadPages', n);
+          return this.#readahead(resume, end);
+        });
+      }
+      this.#o.stats.add('readaheadPages', filled);
       next = runEnd;
     }
-    this.#wake(page, end - page);
-    stats.recordService((performance.now() - started) * 1000);
   }
 
-  async #prefetchChunk(): Promise<boolean> {
-    const { pages } = this.#o;
-    while (this.#prefetchCursor < pages && this.#served[this.#prefetchCursor] !== MISSING) this.#prefetchCursor++;
-    if (this.#prefetchCursor >= pages) return false;
-    const start = this.#prefetchCursor;
-    let end = start + 1;
-    while (end < pages && this.#served[end] === MISSING && end - start < this.#maxRun) end++;
-    const filled = await this.#fillRun(start, end, false);
-    this.#o.stats.add('prefetchPages', filled);
-    this.#prefetchCursor = Math.max(this.#prefetchCursor, start + Math.max(filled, 1));
-    return true;
+  #finishFault(page: number, count: number, started: number): void {
+    const { pageSize } = this.#o;
+    // One WAKE for the whole window: the runs were copied with DONTWAKE.
+    this.#o.uffd.wake({ address: this.#address(page), length: count * pageSize, pageSize });
+    this.#o.stats.recordService((performance.now() - started) * 1000);
   }
 
   /**
-   * Copies pages [start, end) from the source without waking anyone (one WAKE follows per fault). Returns
-   * pages handled. A page found present (EEXIST) is marked and skipped, never overwritten. A source failure
-   * on the faulting page applies the error policy; on read-ahead pages it just leaves them missing.
+   * Copies the pages of `run` from the source without waking anyone. Returns pages handled. A page found
+   * present (EEXIST) is marked and skipped, never overwritten. A source failure on the faulting page applies
+   * the error policy; on read-ahead pages it just leaves them missing (their own fault will come).
    */
-  async #fillRun(start: number, end: number, demand: boolean): Promise<number> {
+  #fillRun(run: Run): Maybe<number> {
+    return this.#then(this.#readSource(run), (read) => {
+      if (!read.ok) {
+        if (!run.demand) return 0;
+        this.#giveUp(run.start, read.error);
+        return 1;
+      }
+      this.#copyRun(run, read.bytes);
+      return run.end - run.start;
+    });
+  }
+
+  #copyRun(run: Run, bytes: Uint8Array): void {
     const { pageSize, uffd } = this.#o;
-    const read = await this.#readSource(start, end, demand);
-    if (!read.ok) {
-      if (!demand) return 0;
-      this.#giveUp(start, read.error);
-      return 1;
-    }
-    const bytes = read.bytes;
-    let page = start;
-    while (page < end) {
-      const src = bytes.subarray((page - start) * pageSize, (end - start) * pageSize);
+    let page = run.start;
+    while (page < run.end) {
+      const src = bytes.subarray((page - run.start) * pageSize, (run.end - run.start) * pageSize);
       try {
         uffd.copy(this.#address(page), src, { wake: false });
-        this.#markServed(page, end);
-        return end - start;
+        this.#markServed(page, run.end);
+        return;
       } catch (err) {
         if (!(err instanceof UffdError) || err.code !== 'EEXIST') throw err;
         const done = Math.floor((err.bytes ?? 0) / pageSize);
@@ -160,13 +214,13 @@ export class PageFiller {
         page += done + 1;
       }
     }
-    return end - start;
   }
 
-  async #readSource(start: number, end: number, demand: boolean): Promise<{ ok: true; bytes: Uint8Array } | { ok: false; error: unknown }> {
+  /** The bytes of `run`: straight from the source's memory if it offers them, else read into the scratch. */
+  #readSource(run: Run): Maybe<Read> {
     const { source, pageSize, stats } = this.#o;
-    const offset = this.#o.sourceOffset + start * pageSize;
-    const length = (end - start) * pageSize;
+    const offset = this.#o.sourceOffset + run.start * pageSize;
+    const length = (run.end - run.start) * pageSize;
     try {
       const direct = source.view?.(offset, length);
       if (direct !== undefined) return { ok: true, bytes: direct };
@@ -175,30 +229,36 @@ export class PageFiller {
     }
     const target = this.#scratch.subarray(0, length);
     const expected = Math.max(0, Math.min(length, source.length - offset));
+    const check = (n: number): Read => {
+      if (n !== expected) throw new Error(`source returned ${String(n)} bytes at offset ${String(offset)}, expected ${String(expected)} (shorter than its length ${String(source.length)})`);
+      target.fill(0, expected); // past the end of the source: the tail of the last page reads as zeros
+      return { ok: true, bytes: target };
+    };
     // Demand reads are retried with exponential backoff; read-ahead is tried once (its fault will come).
-    const attempts = demand ? this.#o.retries + 1 : 1;
-    let error: unknown;
-    for (let attempt = 0; attempt < attempts; attempt++) {
-      if (attempt > 0) await sleep(this.#o.retryDelayMs * 2 ** (attempt - 1));
-      try {
-        const n = await source.read(offset, target);
-        if (n !== expected) throw new Error(`source returned ${String(n)} bytes at offset ${String(offset)}, expected ${String(expected)} (shorter than its length ${String(source.length)})`);
-        target.fill(0, expected); // past the end of the source: the tail of the last page reads as zeros
-        return { ok: true, bytes: target };
-      } catch (err) {
+    const attempts = run.demand ? this.#o.retries + 1 : 1;
+    const attempt = (tried: number, lastError: unknown): Maybe<Read> => {
+      if (tried === attempts) return { ok: false, error: lastError };
+      const failed = (err: unknown): Maybe<Read> => {
         stats.add('sourceErrors');
-        error = err;
+        if (tried + 1 === attempts) return { ok: false, error: err };
+        return sleep(this.#o.retryDelayMs * 2 ** tried).then(() => attempt(tried + 1, err));
+      };
+      try {
+        const n = source.read(offset, target);
+        if (!(n instanceof Promise)) return check(n);
+        return n.then(check).catch(failed);
+      } catch (err) {
+        return failed(err);
       }
-    }
-    return { ok: false, error };
+    };
+    return attempt(0, undefined);
   }
 
   #giveUp(page: number, error: unknown): void {
     const { uffd, pageSize, stats, onSourceError } = this.#o;
-    const range = { address: this.#address(page), length: pageSize, pageSize };
     try {
       if (onSourceError === 'poison') {
-        uffd.poison(range, { wake: false }); // fail-stop: the toucher dies with SIGBUS, never sees wrong data
+        uffd.poison({ address: this.#address(page), length: pageSize, pageSize }, { wake: false }); // fail-stop: SIGBUS, never wrong data
         stats.add('poisoned');
       } else {
         this.#zeroFill(page);
@@ -210,17 +270,12 @@ export class PageFiller {
     this.#served[page] = PRESENT;
   }
 
-  /** Pages [start, end) were removed (MADV_DONTNEED/REMOVE): they read as zeros from now on. */
-  removed(start: number, end: number): void {
-    this.#served.fill(REMOVED, Math.max(0, start), Math.min(this.#o.pages, end));
-  }
-
   /** Fills one page with zeros without waking: ZEROPAGE, or a copy of zeros on hugetlb (no ZEROPAGE there). */
   #zeroFill(page: number): void {
     const { uffd, pageSize, stats } = this.#o;
     try {
       if (pageSize === PAGE_SIZE) uffd.zeropage({ address: this.#address(page), length: pageSize }, { wake: false });
-      else uffd.copy(this.#address(page), this.#zeros(), { wake: false });
+      else uffd.copy(this.#address(page), (this.#zeroPage ??= new Uint8Array(pageSize)), { wake: false });
     } catch (err) {
       if (!(err instanceof UffdError) || err.code !== 'EEXIST') throw err;
     }
@@ -228,22 +283,10 @@ export class PageFiller {
     stats.add('zeroFilled');
   }
 
-  #zeros(): Uint8Array {
-    this.#zeroPage ??= new Uint8Array(this.#o.pageSize);
-    return this.#zeroPage;
-  }
-
-  #zeroPage: Uint8Array | undefined;
-
   #markServed(start: number, end: number): void {
     this.#served.fill(PRESENT, start, end);
     this.#o.stats.add('pagesServed', end - start);
     this.#o.stats.add('bytesServed', (end - start) * this.#o.pageSize);
-  }
-
-  #wake(page: number, count: number): void {
-    const { pageSize } = this.#o;
-    this.#o.uffd.wake({ address: this.#address(page), length: count * pageSize, pageSize });
   }
 
   #address(page: number): bigint {

@@ -93,7 +93,9 @@ async function run(serve: Extract<ToWorker, { type: 'serve' }>): Promise<void> {
       stop.abort();
     });
     for await (const event of uffd.events({ signal: stop.signal })) {
-      if (event.type === 'pagefault') await resolver.fault(event.address);
+      if (event.type !== 'pagefault') continue;
+      const served = resolver.fault(event.address);
+      if (served instanceof Promise) await served; // only asynchronous sources cost a promise turn
     }
     await prefetching;
   } catch (err) {

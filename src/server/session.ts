@@ -5,6 +5,7 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { UffdError } from '../errors.js';
 import { PageFiller } from '../fill/page-filler.js';
+import type { Maybe } from '../fill/page-filler.js';
 import { SharedStats } from '../fill/stats.js';
 import { fixedReadahead } from '../policy/readahead.js';
 import type { PageSource } from '../sources/source.js';
@@ -27,6 +28,8 @@ export interface SessionSummary {
   prefetched: number;
   serviceMicros: { p50: number; p99: number };
 }
+
+type Outcome = 'done' | 'deferred' | 'gone';
 
 interface RegionState {
   region: GuestRegion;
@@ -120,55 +123,71 @@ export class ClientSession {
     this.#uffd.close();
   }
 
-  /** Runs the drain loop unless it is already running (then it goes round once more). */
+  /** Drains the uffd unless a drain is already running (which then goes round once more). */
   #kick(): void {
-    if (this.#busy) {
-      this.#again = true;
-      return;
-    }
+    this.#again = true;
+    if (this.#busy) return;
     this.#busy = true;
-    void this.#drain().finally(() => { this.#busy = false; });
+    this.#pump();
   }
 
-  async #drain(): Promise<void> {
-    this.#watcher?.pause(); // while draining, readiness is known; resumed once everything is served
-    try {
-      await this.#drainLoop();
-    } finally {
-      if (!this.#closed) this.#watcher?.resume();
-    }
-  }
-
-  async #drainLoop(): Promise<void> {
-    do {
+  /**
+   * Reads and serves until nothing is pending. Synchronous while faults are served synchronously (a file
+   * source), which keeps a fault to one poll callback; a fault that goes asynchronous pauses the watcher
+   * (level-triggered: it would fire on every loop turn meanwhile) and the pump resumes when it is done.
+   */
+  #pump(): void {
+    while (this.#again || this.#deferred.length > 0) {
+      if (this.#closed) break;
       this.#again = false;
-      if (this.#closed) return;
       let events: UffdEventOf[];
       try {
         events = this.#uffd.read(128);
       } catch (err) {
         this.#handleError(err);
-        return;
+        break;
       }
       for (const event of events) {
         if (event.type === 'pagefault') this.#deferred.push(event.address);
         else this.#apply(event);
       }
-      if (this.#closed) return;
+      if (this.#closed) break;
       const faults = this.#deferred;
       this.#deferred = [];
-      for (const [i, address] of faults.entries()) {
-        const outcome = await this.#serve(address);
-        if (outcome === 'gone') return;
-        if (outcome === 'deferred') {
-          // An event is pending: read it first, then retry this fault and the rest.
-          this.#deferred.push(...faults.slice(i));
-          this.#again = true;
-          break;
+      for (let i = 0; i < faults.length; i++) {
+        const outcome = this.#serve(faults[i] ?? 0n);
+        if (outcome instanceof Promise) {
+          this.#watcher?.pause();
+          void outcome.then((o) => {
+            if (o === 'done') this.#deferred.unshift(...faults.slice(i + 1));
+            else this.#settle(o, faults, i);
+            if (this.#closed) return;
+            this.#watcher?.resume();
+            this.#pump();
+          });
+          return; // still busy
         }
+        if (!this.#settle(outcome, faults, i)) break;
       }
-      if (this.#again && events.length === 0 && this.#deferred.length > 0) await yieldToLoop();
-    } while (this.#again || this.#deferred.length > 0);
+      if (this.#deferred.length > 0 && events.length === 0) {
+        // EAGAIN although the event was read: the kernel lowers its "memory changing" count only when the
+        // mutating thread runs again. Retry on the next loop turn rather than spin here.
+        setImmediate(() => { this.#pump(); });
+        return;
+      }
+    }
+    this.#busy = false;
+  }
+
+  /** Records the outcome of serving faults[i]; false when the rest of the batch must wait. */
+  #settle(outcome: Outcome, faults: bigint[], i: number): boolean {
+    if (outcome === 'done') return true;
+    if (outcome === 'deferred') {
+      // An event is pending: read it first, then retry this fault and the rest.
+      this.#deferred.push(...faults.slice(i));
+      this.#again = true;
+    }
+    return false;
   }
 
   #apply(event: UffdEventOf): void {
@@ -197,7 +216,7 @@ export class ClientSession {
     }
   }
 
-  async #serve(address: bigint): Promise<'done' | 'deferred' | 'gone'> {
+  #serve(address: bigint): Maybe<Outcome> {
     const state = this.#regions.find((r) => address >= r.region.baseHostVirtAddr && address < r.end);
     if (state === undefined) {
       // Registered but not described in the handshake: nobody could serve it, and the faulter would wait forever.
@@ -206,12 +225,17 @@ export class ClientSession {
     }
     try {
       if (this.#record !== undefined) this.#noteFirstFault(state, address);
-      await state.filler.fault(address);
-      return 'done';
+      const served = state.filler.fault(address);
+      return served instanceof Promise ? served.then(() => 'done' as const, (err: unknown) => this.#classify(err)) : 'done';
     } catch (err) {
-      if (err instanceof UffdError && err.code === 'EAGAIN') return 'deferred';
-      return this.#handleError(err) ? 'gone' : 'done';
+      return this.#classify(err);
     }
+  }
+
+  #classify(err: unknown): Outcome {
+    if (err instanceof UffdError && err.code === 'EAGAIN') return 'deferred';
+    this.#handleError(err);
+    return 'gone';
   }
 
   #noteFirstFault(state: RegionState, address: bigint): void {
