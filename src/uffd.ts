@@ -32,6 +32,8 @@ export interface OpenOptions {
 export type UffdEventOf = UffdEvent<Userfaultfd>;
 
 const EAGAIN = -11;
+/** Messages read per read(2) by events(). */
+const READ_BATCH = 64;
 const POLLERR = 0x8;
 const FEATURE_BITS = new Map(FEATURES.map((f) => [f.name, BigInt(f.bit)]));
 const WP_ASYNC = 1n << (FEATURE_BITS.get('WP_ASYNC') ?? 0n);
@@ -282,6 +284,8 @@ export class Userfaultfd {
     }
     let wakeUp: (() => void) | undefined;
     let failure: number | undefined;
+    let paused = false;
+    let handle: Watcher | undefined;
     const notify = (): void => {
       const resume = wakeUp;
       wakeUp = undefined;
@@ -289,17 +293,28 @@ export class Userfaultfd {
     };
     const started = native.pollStart(fd, native.pollEvents.READABLE, (status) => {
       if (status < 0) failure = status;
+      if (wakeUp === undefined && failure === undefined) {
+        // Readable while the consumer is busy elsewhere (awaiting its own work): the poll is level-triggered
+        // and would call back on every loop turn. Paused until the generator waits again.
+        if (handle !== undefined) native.pollPause(handle);
+        paused = true;
+        return;
+      }
       notify();
     });
     if (typeof started === 'number') throw new UffdError(started, 'uv_poll_start');
-    native.pollPause(started); // armed only while waiting (below)
+    handle = started;
     const entry = { watcher: started, stop: notify };
     this.#watchers.add(entry);
     signal?.addEventListener('abort', notify);
+    let drained = true; // the last read() returned less than a full batch: the kernel queue was empty then
     try {
       while (!this.closed && signal?.aborted !== true) {
         if (failure !== undefined) throw new UffdError(failure, 'poll');
-        if (this.#unconsumed.length === 0) this.#unconsumed = this.read();
+        if (this.#unconsumed.length === 0 && !drained) {
+          this.#unconsumed = this.read(READ_BATCH);
+          drained = this.#unconsumed.length < READ_BATCH;
+        }
         const event = this.#unconsumed.shift();
         if (event !== undefined) {
           // Taken off the queue only as it is yielded: a consumer that stops early leaves the rest of the
@@ -307,12 +322,15 @@ export class Userfaultfd {
           yield event;
           continue;
         }
-        // Polling only while waiting: the poll is level-triggered, and a consumer busy elsewhere with
-        // messages pending would otherwise be called back on every loop turn.
-        const resumed = native.pollResume(started);
-        if (resumed < 0) throw new UffdError(resumed, 'uv_poll_start');
+        // Nothing queued: wait for the poll (no read that would only say EAGAIN; the poll reports anything
+        // that arrived meanwhile at once).
+        if (paused) {
+          paused = false;
+          const resumed = native.pollResume(started);
+          if (resumed < 0) throw new UffdError(resumed, 'uv_poll_start');
+        }
         await new Promise<void>((resolve) => { wakeUp = resolve; });
-        native.pollPause(started);
+        drained = false;
       }
     } finally {
       signal?.removeEventListener('abort', notify);

@@ -7,6 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { join } from 'node:path';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { bufferSource, fileSource, LazyMemory, moduleSource, zeroSource } from '../src/index.js';
 import type { LazyMemoryOptions, SourceSpec } from '../src/index.js';
@@ -196,6 +198,22 @@ test('a resolver that dies while the main thread waits on a fault: SIGBUS (fail-
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
   assert.equal(r.signal, 'SIGBUS', `status ${String(r.status)} signal ${String(r.signal)} ${r.stderr}`);
   assert.equal(r.stdout, `page0 ${String(patternByte(0))}\n`);
+});
+
+test('Node flags of the process (a V8 flag, --input-type) do not stop the resolver worker', () => {
+  for (const flags of [['--max-old-space-size=512'], ['--max-old-space-size=512', '--input-type=module']]) {
+    const script = childScript(`
+      const lazy = await LazyMemory.open({ source: bufferSource(new Uint8Array(8192).fill(4)) });
+      process.stdout.write(String(new Uint8Array(lazy.buffer)[5000]));
+      await lazy.close();
+    `);
+    const file = join(mkdtempSync(join(tmpdir(), 'uffd-flags-')), 'main.mjs');
+    writeFileSync(file, script);
+    const args = flags.includes('--input-type=module') ? [...flags, '-e', script] : [...flags, file];
+    const r = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 0, `${flags.join(' ')}: ${r.stderr}`);
+    assert.equal(r.stdout, '4');
+  }
 });
 
 test('a process that exits with LazyMemory open neither hangs nor crashes', () => {

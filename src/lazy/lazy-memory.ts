@@ -115,10 +115,7 @@ export class LazyMemory extends EventEmitter {
       stats: stats.buffer,
     };
     // Referenced while opening and closing (the caller awaits it), unreferenced while it serves.
-    // The worker inherits the process's flags (loaders a module source may need), except --input-type, which
-    // applies only to an --eval string and makes a worker started from one fail to load its file.
-    const execArgv = process.execArgv.filter((flag) => !flag.startsWith('--input-type'));
-    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: input, execArgv });
+    const worker = startWorker(input);
     let mapping: Mapping | undefined;
     let uffd: Userfaultfd | undefined;
     try {
@@ -182,6 +179,22 @@ export class LazyMemory extends EventEmitter {
     process.off('exit', this.#onExit);
     this.#uffd.close(); // the worker closed its descriptor: this is the last one, and wakes any faulter
     this.#mapping.close();
+  }
+}
+
+/**
+ * The worker inherits the process's flags (loaders a module source may need). --input-type is the exception:
+ * it applies only to an --eval string and makes a worker started from one fail to load its file; removing it
+ * means passing execArgv explicitly, which Node refuses when it holds per-process (V8) flags: then none.
+ */
+function startWorker(input: WorkerInput): Worker {
+  const url = new URL('./worker.js', import.meta.url);
+  if (!process.execArgv.some((flag) => flag.startsWith('--input-type'))) return new Worker(url, { workerData: input });
+  try {
+    return new Worker(url, { workerData: input, execArgv: process.execArgv.filter((flag) => !flag.startsWith('--input-type')) });
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw err;
+    return new Worker(url, { workerData: input, execArgv: [] });
   }
 }
 

@@ -31,6 +31,8 @@ export interface SessionSummary {
 
 type Outcome = 'done' | 'deferred' | 'gone';
 
+const READ_BATCH = 128;
+
 interface RegionState {
   region: GuestRegion;
   filler: PageFiller;
@@ -142,11 +144,12 @@ export class ClientSession {
       this.#again = false;
       let events: UffdEventOf[];
       try {
-        events = this.#uffd.read(128);
+        events = this.#uffd.read(READ_BATCH);
       } catch (err) {
         this.#handleError(err);
         break;
       }
+      if (events.length === READ_BATCH) this.#again = true; // more may be queued behind a full batch
       for (const event of events) {
         if (event.type === 'pagefault') this.#deferred.push(event.address);
         else this.#apply(event);
