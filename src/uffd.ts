@@ -285,7 +285,7 @@ export class Userfaultfd {
     let wakeUp: (() => void) | undefined;
     let failure: number | undefined;
     let paused = false;
-    let handle: Watcher | undefined;
+    const self: { watcher?: Watcher } = {}; // the callback below needs the handle pollStart returns
     const notify = (): void => {
       const resume = wakeUp;
       wakeUp = undefined;
@@ -296,14 +296,14 @@ export class Userfaultfd {
       if (wakeUp === undefined && failure === undefined) {
         // Readable while the consumer is busy elsewhere (awaiting its own work): the poll is level-triggered
         // and would call back on every loop turn. Paused until the generator waits again.
-        if (handle !== undefined) native.pollPause(handle);
+        if (self.watcher !== undefined) native.pollPause(self.watcher);
         paused = true;
         return;
       }
       notify();
     });
     if (typeof started === 'number') throw new UffdError(started, 'uv_poll_start');
-    handle = started;
+    self.watcher = started;
     const entry = { watcher: started, stop: notify };
     this.#watchers.add(entry);
     signal?.addEventListener('abort', notify);
