@@ -186,5 +186,5 @@ export const MADVISE: readonly MadviseInfo[] = Object.freeze([
 
 // mmap(2) and memfd_create(2) flags used by Mapping and the probes.
 export const PROT = Object.freeze({ NONE: 0, READ: 1, WRITE: 2 });
-export const MAP = Object.freeze({ SHARED: 0x01, PRIVATE: 0x02, ANONYMOUS: 0x20, NORESERVE: 0x4000, HUGETLB: 0x40000 });
+export const MAP = Object.freeze({ SHARED: 0x01, PRIVATE: 0x02, ANONYMOUS: 0x20, NORESERVE: 0x4000, POPULATE: 0x8000, HUGETLB: 0x40000 });
 export const MFD = Object.freeze({ CLOEXEC: 1, HUGETLB: 4 });

@@ -112,9 +112,13 @@ export class Mapping {
     });
   }
 
-  /** A file mapped read-only (or `writable`), private unless `shared`. */
-  static file(path: string, options?: { offset?: number; length?: number; writable?: boolean; shared?: boolean }): Mapping {
-    const opts = checkOptionsObject(options, 'Mapping.file options', ['offset', 'length', 'writable', 'shared']);
+  /**
+   * A file mapped read-only (or `writable`), private unless `shared`. `populate` maps every page up front
+   * (MAP_POPULATE): a copy from the mapping then takes no faults of its own.
+   */
+  static file(path: string, options?: { offset?: number; length?: number; writable?: boolean; shared?: boolean; populate?: boolean }): Mapping {
+    const opts = checkOptionsObject(options, 'Mapping.file options', ['offset', 'length', 'writable', 'shared', 'populate']);
+    const populate = checkBoolean(opts.populate, 'populate') ?? false;
     if (typeof path !== 'string') throw new TypeError(`path must be a string, got ${describe(path)}`);
     const writable = checkBoolean(opts.writable, 'writable') ?? false;
     const shared = checkBoolean(opts.shared, 'shared') ?? false;
@@ -128,7 +132,7 @@ export class Mapping {
       checkMapLength(length);
       return new Mapping({
         length: roundUp(length as number, PAGE_SIZE), pageSize: PAGE_SIZE,
-        prot: PROT.READ | (writable ? PROT.WRITE : 0), flags: shared ? MAP.SHARED : MAP.PRIVATE,
+        prot: PROT.READ | (writable ? PROT.WRITE : 0), flags: (shared ? MAP.SHARED : MAP.PRIVATE) | (populate ? MAP.POPULATE : 0),
         fd, offset, ownsFd: false, memfd: false, shared,
       });
     } finally {

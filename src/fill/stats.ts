@@ -10,6 +10,7 @@ export interface FillStats {
 
 const COUNTERS = ['faults', 'pagesServed', 'bytesServed', 'readaheadPages', 'prefetchPages', 'sourceErrors', 'zeroFilled', 'poisoned'] as const;
 export type Counter = (typeof COUNTERS)[number];
+const INDEX = Object.fromEntries(COUNTERS.map((c, i) => [c, i])) as Record<Counter, number>;
 /** Service time histogram: 1 µs buckets up to this, then one overflow bucket. */
 const BUCKETS = 10_000;
 
@@ -38,7 +39,8 @@ export class SharedStats implements FillStats {
   }
 
   add(counter: Counter, n = 1): void {
-    this.#counters[COUNTERS.indexOf(counter)] = (this.#counters[COUNTERS.indexOf(counter)] ?? 0) + n;
+    const i = INDEX[counter];
+    this.#counters[i] = (this.#counters[i] ?? 0) + n;
   }
 
   recordService(micros: number): void {
@@ -46,7 +48,7 @@ export class SharedStats implements FillStats {
   }
 
   read(): FillStatsSnapshot {
-    const get = (c: Counter): number => this.#counters[COUNTERS.indexOf(c)] ?? 0;
+    const get = (c: Counter): number => this.#counters[INDEX[c]] ?? 0;
     return {
       faults: get('faults'), pagesServed: get('pagesServed'), bytesServed: get('bytesServed'),
       readaheadPages: get('readaheadPages'), prefetchPages: get('prefetchPages'), sourceErrors: get('sourceErrors'),

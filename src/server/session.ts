@@ -149,7 +149,9 @@ export class ClientSession {
         this.#handleError(err);
         break;
       }
-      if (events.length === READ_BATCH) this.#again = true; // more may be queued behind a full batch
+      // Read until EAGAIN: a vCPU woken by the last resolve has often faulted again by now, and a read(2) is
+      // cheaper than a turn of the event loop.
+      if (events.length > 0) this.#again = true;
       for (const event of events) {
         if (event.type === 'pagefault') this.#deferred.push(event.address);
         else this.#apply(event);

@@ -30,7 +30,7 @@ export interface PageSource {
 }
 
 export type SourceSpec =
-  | { kind: 'file'; path: string; access: 'pread' | 'mmap' }
+  | { kind: 'file'; path: string; access: 'pread' | 'mmap'; populate?: boolean }
   | { kind: 'buffer'; data: SharedArrayBuffer; byteOffset: number; byteLength: number }
   | { kind: 'zero'; length: number }
   | { kind: 'module'; url: string; options: unknown };
@@ -77,7 +77,7 @@ export function moduleSource(module: string | URL, options?: unknown): SourceSpe
 export async function openSource(spec: SourceSpec): Promise<PageSource> {
   switch (spec.kind) {
     case 'file':
-      return spec.access === 'mmap' ? openMappedFile(spec.path) : openPreadFile(spec.path);
+      return spec.access === 'mmap' ? openMappedFile(spec.path, spec.populate ?? false) : openPreadFile(spec.path);
     case 'buffer':
       return openBuffer(new Uint8Array(spec.data, spec.byteOffset, spec.byteLength));
     case 'zero':
@@ -110,8 +110,8 @@ function openPreadFile(path: string): PageSource {
   };
 }
 
-function openMappedFile(path: string): PageSource {
-  const mapping = Mapping.file(path);
+function openMappedFile(path: string, populate: boolean): PageSource {
+  const mapping = Mapping.file(path, { populate });
   const length = fstatLength(path);
   // One view per 1 GiB window, made once: a view per read would cost an external buffer per fault.
   const windows: Uint8Array[] = [];
