@@ -125,6 +125,19 @@ static napi_value mem_madvise(napi_env env, napi_callback_info info) {
   return rc < 0 ? make_neg_errno(env, errno) : make_i32(env, 0);
 }
 
+/* mprotect(address, length, prot) -> 0 or -errno */
+static napi_value mem_mprotect(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  uint64_t addr;
+  int64_t len;
+  int32_t prot;
+  if (!get_args(env, info, 3, argv) || !arg_u64(env, argv[0], &addr) || !arg_i64(env, argv[1], &len) ||
+      !arg_i32(env, argv[2], &prot))
+    return NULL;
+  int rc = mprotect((void *)(uintptr_t)addr, (size_t)len, prot);
+  return rc < 0 ? make_neg_errno(env, errno) : make_i32(env, 0);
+}
+
 /* memfdCreate(name, flags) -> fd or -errno */
 static napi_value mem_memfd_create(napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -158,6 +171,7 @@ void register_memory(napi_env env, napi_value exports) {
   export_fn(env, exports, "regionSeal", mem_region_seal);
   export_fn(env, exports, "detach", mem_detach);
   export_fn(env, exports, "madvise", mem_madvise);
+  export_fn(env, exports, "mprotect", mem_mprotect);
   export_fn(env, exports, "memfdCreate", mem_memfd_create);
   export_fn(env, exports, "addressOf", mem_address_of);
   export_fn(env, exports, "pageSize", mem_page_size);

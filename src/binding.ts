@@ -29,6 +29,7 @@ export interface NativeBinding {
   regionSeal(region: Region): number;
   detach(buffer: ArrayBuffer): void;
   madvise(address: bigint, length: number, advice: number): number;
+  mprotect(address: bigint, length: number, prot: number): number;
   memfdCreate(name: string, flags: number): number;
   addressOf(view: ArrayBufferView | ArrayBuffer): bigint;
   pageSize(): number;

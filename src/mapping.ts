@@ -226,3 +226,12 @@ function requireHugePages(): number {
   if (size === 0) throw new UffdError(-95 /* EOPNOTSUPP */, 'mmap', { hint: 'this kernel has no hugetlb support' });
   return size;
 }
+
+/**
+ * Makes [address, address + length) of this process inaccessible (PROT_NONE). The fail-stop for lazily filled
+ * memory where UFFDIO_POISON is missing (before Linux 6.6): a thread woken on such a page gets SIGSEGV, the
+ * kernel's own accesses EFAULT; never a page of zeros posing as data.
+ */
+export function protectNone(address: bigint, length: number): void {
+  check(native.mprotect(address, length, PROT.NONE), 'mprotect(PROT_NONE)');
+}

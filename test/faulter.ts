@@ -41,9 +41,16 @@ export function serve(uffd: Userfaultfd, handle: (event: UffdEventOf) => void): 
   const abort = new AbortController();
   const seen: UffdEventOf[] = [];
   const loop = (async () => {
-    for await (const event of uffd.events({ signal: abort.signal })) {
-      seen.push(event);
-      handle(event);
+    try {
+      for await (const event of uffd.events({ signal: abort.signal })) {
+        seen.push(event);
+        handle(event);
+      }
+    } catch (err) {
+      // A failing handler must not leave a pool thread asleep in its fault (the test file would never end):
+      // closing the uffd wakes it.
+      uffd.close();
+      throw err;
     }
     return seen;
   })();

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { MessageChannel } from 'node:worker_threads';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -132,4 +133,28 @@ test('a mapping larger than 4 GiB: view() windows on Node 20, the whole buffer w
   const tail = new Uint8Array(mapping.view(mapping.length - 4096, 4096));
   tail[4095] = 5;
   assert.equal(tail[4095], 5);
+});
+
+test('the mapped memory never moves to another thread: transferring its buffer copies (Node 20) or throws DataCloneError (22+)', async () => {
+  using mapping = Mapping.anonymous(4096);
+  const bytes = new Uint8Array(mapping.buffer);
+  bytes[0] = 7;
+  const { port1, port2 } = new MessageChannel();
+  try {
+    const received = new Promise<ArrayBuffer>((resolve) => port2.once('message', resolve));
+    const major = Number(process.versions.node.split('.')[0]);
+    if (major >= 22) {
+      assert.throws(() => { port1.postMessage(mapping.buffer, [mapping.buffer]); }, { name: 'DataCloneError' });
+      port1.postMessage(mapping.buffer); // cloning still works: a copy
+    } else {
+      port1.postMessage(mapping.buffer, [mapping.buffer]); // Node 20 copies silently instead of transferring
+    }
+    const copy = new Uint8Array(await received);
+    assert.equal(copy[0], 7);
+    copy[0] = 8;
+    assert.equal(bytes[0], 7, 'the receiver has a copy, not the mapping');
+    assert.equal(mapping.buffer.byteLength, 4096, 'the mapping\'s buffer is still attached');
+  } finally {
+    port1.close();
+  }
 });

@@ -1,16 +1,13 @@
-// Fail-stop for a range whose resolver is gone (it failed, or the process is exiting): every page not
-// present is poisoned, which wakes whoever waits on it. A kernel-mode access then fails with EFAULT and a
-// user-mode one with SIGBUS: loud, never wrong data, never a hang. Without UFFDIO_POISON (before 6.6) the
-// range is unregistered instead, and faulters see zero pages.
+// Fail-stop for a range of this process whose resolver is gone (it failed, or the process is exiting): every
+// page not present is poisoned, which wakes whoever waits on it. A kernel-mode access then fails with EFAULT
+// and a user-mode one with SIGBUS: loud, never wrong data, never a hang. Without UFFDIO_POISON (before 6.6)
+// the missing pages are made PROT_NONE and their waiters woken: SIGSEGV instead of SIGBUS, EFAULT the same.
 import { UffdError } from '../errors.js';
+import { protectNone } from '../mapping.js';
 import { presentPages } from '../pagemap.js';
 import type { Userfaultfd } from '../uffd.js';
 
 export function failMissingPages(uffd: Userfaultfd, range: { address: bigint; length: number; pageSize: number }, canPoison: boolean): void {
-  if (!canPoison) {
-    uffd.unregister(range);
-    return;
-  }
   const { address, pageSize } = range;
   const pages = range.length / pageSize;
   const present = presentPages(address, pages, pageSize);
@@ -19,7 +16,13 @@ export function failMissingPages(uffd: Userfaultfd, range: { address: bigint; le
     const missing = page < pages && present[page] === 0;
     if (missing && runStart < 0) runStart = page;
     if (!missing && runStart >= 0) {
-      poisonRun(uffd, address + BigInt(runStart * pageSize), (page - runStart) * pageSize, pageSize);
+      const run = { address: address + BigInt(runStart * pageSize), length: (page - runStart) * pageSize, pageSize };
+      if (canPoison) {
+        poisonRun(uffd, run.address, run.length, pageSize);
+      } else {
+        protectNone(run.address, run.length);
+        uffd.wake(run);
+      }
       runStart = -1;
     }
   }

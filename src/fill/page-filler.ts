@@ -28,6 +28,10 @@ export interface FillerOptions {
   sourceOffset: number;
   policy: ReadaheadPolicy;
   onSourceError: SourceErrorPolicy;
+  /** UFFDIO_POISON works on this range (Linux 6.6+). */
+  canPoison: boolean;
+  /** Without POISON: the in-process fail-stop (PROT_NONE over the page). Absent for another process's memory. */
+  protect?: (address: bigint, length: number) => void;
   retries: number;
   retryDelayMs: number;
   stats: FillStats;
@@ -258,7 +262,10 @@ export class PageFiller {
     const { uffd, pageSize, stats, onSourceError } = this.#o;
     try {
       if (onSourceError === 'poison') {
-        uffd.poison({ address: this.#address(page), length: pageSize, pageSize }, { wake: false }); // fail-stop: SIGBUS, never wrong data
+        // Fail-stop: the toucher gets SIGBUS (SIGSEGV with PROT_NONE before 6.6), never wrong data.
+        if (this.#o.canPoison) uffd.poison({ address: this.#address(page), length: pageSize, pageSize }, { wake: false });
+        else if (this.#o.protect !== undefined) this.#o.protect(this.#address(page), pageSize);
+        else throw new UffdError(-95 /* EOPNOTSUPP */, 'ioctl(UFFDIO_POISON)', { hint: `the source failed for page ${String(page)} and this kernel cannot poison it (Linux 6.6+)` });
         stats.add('poisoned');
       } else {
         this.#zeroFill(page);

@@ -11,6 +11,7 @@ import { Userfaultfd } from '../uffd.js';
 import { closeSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { failMissingPages } from '../fill/fail-missing.js';
+import { protectNone } from '../mapping.js';
 import { PageFiller } from '../fill/page-filler.js';
 import type { SourceErrorPolicy } from '../fill/page-filler.js';
 import { SharedStats } from '../fill/stats.js';
@@ -38,24 +39,21 @@ const port: MessagePort = parentPort;
 const input = workerData as WorkerInput;
 const send = (message: FromWorker): void => { port.postMessage(message); };
 
+const stop = new AbortController();
 let source: PageSource;
 try {
   source = await openSource(input.source);
   send({ type: 'source', length: source.length });
+  const serve = await new Promise<Extract<ToWorker, { type: 'serve' }> | undefined>((resolve) => {
+    port.once('message', (m: ToWorker) => { resolve(m.type === 'serve' ? m : undefined); });
+  });
+  if (serve !== undefined) await run(serve);
+  await source.close?.();
+  send({ type: 'stopped' });
 } catch (err) {
-  send({ type: 'failed', message: err instanceof Error ? err.message : String(err) });
-  port.close();
-  throw err;
+  // Reported as a message, not rethrown: the thread ends normally, and the main thread has one way to hear.
+  send({ type: 'failed', message: err instanceof Error ? err.message : inspect(err) });
 }
-
-const stop = new AbortController();
-const serve = await new Promise<Extract<ToWorker, { type: 'serve' }> | undefined>((resolve) => {
-  port.once('message', (m: ToWorker) => { resolve(m.type === 'serve' ? m : undefined); });
-});
-
-if (serve !== undefined) await run(serve);
-await source.close?.();
-send({ type: 'stopped' });
 port.close();
 
 /** Serves faults until told to stop; on any failure the pages not yet filled are poisoned (fail-stop). */
@@ -79,6 +77,7 @@ async function run(serve: Extract<ToWorker, { type: 'serve' }>): Promise<void> {
       uffd, source, base: serve.base, pageSize: serve.pageSize, pages: serve.pages, sourceOffset: 0,
       policy: input.readahead === 'auto' ? autoReadahead() : fixedReadahead(input.readahead),
       onSourceError: input.onSourceError, retries: input.retries, retryDelayMs: input.retryDelayMs,
+      canPoison: serve.canPoison, protect: protectNone,
       stats: new SharedStats(input.stats),
       reportSourceError: (page, error) => { send({ type: 'sourceError', page, message: error instanceof Error ? error.message : String(error) }); },
     });

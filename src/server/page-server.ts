@@ -7,6 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { openSource } from '../sources/source.js';
 import type { PageSource } from '../sources/source.js';
 import { Userfaultfd } from '../uffd.js';
+import { probe } from '../probe.js';
 import { native } from '../binding.js';
 import { checkOptionsObject, describe } from '../validate.js';
 import { FdWatcher } from '../watch.js';
@@ -233,7 +234,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     const { regions, version } = reader.handshake();
     const recorded: number[] = [];
     const session = new ClientSession({
-      uffd, regions, source: this.#source, readahead: this.#o.readahead,
+      uffd, regions, source: this.#source, readahead: this.#o.readahead, canPoison: probe().features.has('POISON'),
       onGone: (reason) => { const c = this.#served.get(id); if (c !== undefined) this.#drop(c, reason); },
       ...(this.#o.record === undefined ? {} : { record: (offset: number) => { recorded.push(offset); } }),
     });

@@ -58,6 +58,8 @@ export class ClientSession {
     regions: GuestRegion[];
     source: PageSource;
     readahead: number;
+    /** UFFDIO_POISON works on the client's memory (6.6+): else a page the memory file cannot give drops the client. */
+    canPoison: boolean;
     onGone: (reason: string) => void;
     /** Told the memory-file offset of each page the first time it is faulted (working-set recording). */
     record?: (offset: number) => void;
@@ -71,7 +73,7 @@ export class ClientSession {
       filler: new PageFiller({
         uffd: options.uffd, source: options.source, base: region.baseHostVirtAddr, pageSize: region.pageSize,
         pages: region.size / region.pageSize, sourceOffset: region.offset, policy: fixedReadahead(options.readahead),
-        onSourceError: 'poison', retries: 2, retryDelayMs: 5, stats: this.#stats, reportSourceError: () => undefined,
+        onSourceError: 'poison', canPoison: options.canPoison, retries: 2, retryDelayMs: 5, stats: this.#stats, reportSourceError: () => undefined,
       }),
     }));
   }
