@@ -31,6 +31,9 @@ export interface OpenOptions {
 
 export type UffdEventOf = UffdEvent<Userfaultfd>;
 
+/** The key of Userfaultfd's internal unchecked COPY (the library's fillers only). */
+export const copyUnchecked = Symbol('copyUnchecked');
+
 const EAGAIN = -11;
 /** Messages read per read(2) by events(). */
 const READ_BATCH = 64;
@@ -370,6 +373,14 @@ export class Userfaultfd {
 
   #ioctl(request: number): number {
     return native.ioctl(this.#open(), request, this.#scratch);
+  }
+
+  /**
+   * COPY without argument checks, for the library's own fillers on their hot path: `dst` is page-aligned
+   * inside a registered range and `src` a whole number of pages, by construction. Not exported.
+   */
+  [copyUnchecked](dst: bigint, src: Uint8Array, wake: boolean): number {
+    return this.#resolve(REQ.COPY, 'ioctl(UFFDIO_COPY)', dst, native.addressOf(src), src.byteLength, wake ? 0n : COPY_MODE.DONTWAKE);
   }
 
   /** ZEROPAGE, CONTINUE and POISON share one layout: { start, len, mode, result }. */

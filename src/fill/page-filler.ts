@@ -13,6 +13,7 @@ import type { ReadaheadPolicy } from '../policy/readahead.js';
 import type { PageSource } from '../sources/source.js';
 import { UffdError } from '../errors.js';
 import type { Userfaultfd } from '../uffd.js';
+import { copyUnchecked } from '../uffd.js';
 import type { FillStats } from './stats.js';
 import { PAGE_SIZE } from '../validate.js';
 
@@ -207,7 +208,7 @@ export class PageFiller {
     while (page < run.end) {
       const src = bytes.subarray((page - run.start) * pageSize, (run.end - run.start) * pageSize);
       try {
-        uffd.copy(this.#address(page), src, { wake: false });
+        uffd[copyUnchecked](this.#address(page), src, false);
         this.#markServed(page, run.end);
         return;
       } catch (err) {
