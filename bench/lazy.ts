@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Order, SideResult } from './js/lazy-common.js';
 import { expectedChecksum, fillPattern, PAGE, pageOrder } from './js/lazy-common.js';
+import { envCount } from './env.js';
 
 type Placement = 'pinned' | 'unpinned';
 
@@ -44,13 +45,6 @@ const cSource = `${root}bench/c/lazy.c`;
 const cBinary = `${root}bench/bin/lazy`;
 const jsSide = fileURLToPath(new URL('./js/lazy.js', import.meta.url));
 
-function envCount(name: string, fallback: number, max = Number.MAX_SAFE_INTEGER): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n <= 0 || n > max) throw new RangeError(`${name} must be an integer in [1, ${max}], got '${raw}'`);
-  return n;
-}
 
 function envReadahead(): string[] {
   const raw = process.env.BENCH_LAZY_READAHEAD ?? '';

@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { loadavg, release } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { envCount } from './env.js';
 
 type Side = 'c' | 'js';
 type Placement = 'pinned' | 'unpinned';
@@ -32,13 +33,6 @@ const cSource = `${root}bench/c/roundtrip.c`;
 const cBinary = `${root}bench/bin/roundtrip`;
 const jsSide = fileURLToPath(new URL('./js/roundtrip.js', import.meta.url));
 
-function envCount(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new RangeError(`${name} must be a positive integer, got '${raw}'`);
-  return n;
-}
 
 const faults = envCount('BENCH_FAULTS', 100_000);
 const warmup = envCount('BENCH_WARMUP', Math.max(1000, Math.round(faults / 10)));

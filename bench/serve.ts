@@ -20,6 +20,7 @@ import { loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { envCount } from './env.js';
 
 type Side = 'c' | 'node' | 'mmap';
 type Placement = 'pinned' | 'unpinned';
@@ -45,13 +46,6 @@ const cServer = `${binDir}/page-server`;
 const fakeVmm = `${binDir}/fake-vmm`;
 const cli = `${root}dist/src/cli/main.js`;
 
-function envCount(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new RangeError(`${name} must be a positive integer, got '${raw}'`);
-  return n;
-}
 
 function envReadahead(): number[] {
   const raw = process.env.BENCH_SERVE_READAHEAD ?? '';
