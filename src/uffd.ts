@@ -33,6 +33,7 @@ export type UffdEventOf = UffdEvent<Userfaultfd>;
 
 /** The key of Userfaultfd's internal unchecked COPY (the library's fillers only). */
 export const copyUnchecked = Symbol('copyUnchecked');
+export const wakeUnchecked = Symbol('wakeUnchecked');
 
 const EAGAIN = -11;
 /** Messages read per read(2) by events(). */
@@ -381,6 +382,12 @@ export class Userfaultfd {
    */
   [copyUnchecked](dst: bigint, src: Uint8Array, wake: boolean): number {
     return this.#resolve(REQ.COPY, 'ioctl(UFFDIO_COPY)', dst, native.addressOf(src), src.byteLength, wake ? 0n : COPY_MODE.DONTWAKE);
+  }
+
+  /** WAKE without argument checks, for the fillers (a page-aligned window of a registered range). */
+  [wakeUnchecked](address: bigint, length: number): void {
+    this.#put(address, BigInt(length));
+    check(this.#ioctl(REQ.WAKE), 'ioctl(UFFDIO_WAKE)');
   }
 
   /** ZEROPAGE, CONTINUE and POISON share one layout: { start, len, mode, result }. */

@@ -13,7 +13,7 @@ import type { ReadaheadPolicy } from '../policy/readahead.js';
 import type { PageSource } from '../sources/source.js';
 import { UffdError } from '../errors.js';
 import type { Userfaultfd } from '../uffd.js';
-import { copyUnchecked } from '../uffd.js';
+import { copyUnchecked, wakeUnchecked } from '../uffd.js';
 import type { FillStats } from './stats.js';
 import { PAGE_SIZE } from '../validate.js';
 
@@ -150,10 +150,17 @@ export class PageFiller {
     // The faulting page is served even if marked present: a MADV_DONTNEED by the program can empty it again.
     let demandEnd = page + 1;
     while (demandEnd < end && this.#served[demandEnd] === MISSING && demandEnd - page < this.#maxRun) demandEnd++;
-    return this.#then(this.#fillRun({ start: page, end: demandEnd, demand: true }), (served) => {
-      stats.add('readaheadPages', served - 1);
-      return this.#then(this.#readahead(page + served, end), () => { this.#finishFault(page, end - page, started); });
-    });
+    // Straight-line while everything is synchronous: no closure per fault on the hot path.
+    const served = this.#fillRun({ start: page, end: demandEnd, demand: true });
+    if (served instanceof Promise) return served.then((n) => this.#afterDemand(page, n, end, started));
+    return this.#afterDemand(page, served, end, started);
+  }
+
+  #afterDemand(page: number, served: number, end: number, started: number): Maybe<void> {
+    this.#o.stats.add('readaheadPages', served - 1);
+    const rest = this.#readahead(page + served, end);
+    if (rest instanceof Promise) return rest.then(() => { this.#finishFault(page, end - page, started); });
+    this.#finishFault(page, end - page, started);
   }
 
   /** Fills the missing runs of [next, end), skipping pages already there. */
@@ -179,9 +186,8 @@ export class PageFiller {
   }
 
   #finishFault(page: number, count: number, started: number): void {
-    const { pageSize } = this.#o;
     // One WAKE for the whole window: the runs were copied with DONTWAKE.
-    this.#o.uffd.wake({ address: this.#address(page), length: count * pageSize, pageSize });
+    this.#o.uffd[wakeUnchecked](this.#address(page), count * this.#o.pageSize);
     this.#o.stats.recordService((performance.now() - started) * 1000);
   }
 
@@ -191,15 +197,18 @@ export class PageFiller {
    * the error policy; on read-ahead pages it just leaves them missing (their own fault will come).
    */
   #fillRun(run: Run): Maybe<number> {
-    return this.#then(this.#readSource(run), (read) => {
-      if (!read.ok) {
-        if (!run.demand) return 0;
-        this.#giveUp(run.start, read.error);
-        return 1;
-      }
-      this.#copyRun(run, read.bytes);
-      return run.end - run.start;
-    });
+    const read = this.#readSource(run);
+    return read instanceof Promise ? read.then((r) => this.#afterRead(run, r)) : this.#afterRead(run, read);
+  }
+
+  #afterRead(run: Run, read: Read): number {
+    if (!read.ok) {
+      if (!run.demand) return 0;
+      this.#giveUp(run.start, read.error);
+      return 1;
+    }
+    this.#copyRun(run, read.bytes);
+    return run.end - run.start;
   }
 
   #copyRun(run: Run, bytes: Uint8Array): void {
@@ -298,6 +307,6 @@ export class PageFiller {
   }
 
   #address(page: number): bigint {
-    return this.#o.base + BigInt(page) * BigInt(this.#o.pageSize);
+    return this.#o.base + BigInt(page * this.#o.pageSize);
   }
 }

@@ -224,7 +224,13 @@ export class ClientSession {
   }
 
   #serve(address: bigint): Maybe<Outcome> {
-    const state = this.#regions.find((r) => address >= r.region.baseHostVirtAddr && address < r.end);
+    let state: RegionState | undefined;
+    for (const r of this.#regions) {
+      if (address >= r.region.baseHostVirtAddr && address < r.end) {
+        state = r;
+        break;
+      }
+    }
     if (state === undefined) {
       // Registered but not described in the handshake: nobody could serve it, and the faulter would wait forever.
       this.#gone(`a fault at 0x${address.toString(16)} lies outside every region of its handshake`);
