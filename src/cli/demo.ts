@@ -1,12 +1,13 @@
 // `uffd demo`: a newcomer's first look at lazy memory. It writes a sample file, opens it as lazy memory,
 // reads parts of it from the JS thread, and shows which pages were paged in as it goes.
 import { createHash } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileSource } from '../sources/source.js';
 import { LazyMemory } from '../lazy/lazy-memory.js';
+import { presentPages } from '../pagemap.js';
 
 const MIB = 1 << 20;
 
@@ -28,14 +29,14 @@ function writeSample(path: string, length: number): void {
 }
 
 /** A bar of `width` cells; each shows whether the pages it stands for were paged in. */
-function residencyBar(lazy: LazyMemory, resident: Set<number>, width: number): string {
+function residencyBar(lazy: LazyMemory, resident: Uint8Array, width: number): string {
   const pages = lazy.length / lazy.pageSize;
   let bar = '';
   for (let cell = 0; cell < width; cell++) {
     const from = Math.floor((cell * pages) / width);
     const to = Math.floor(((cell + 1) * pages) / width);
     let hit = 0;
-    for (let p = from; p < to; p++) if (resident.has(p)) hit++;
+    for (let p = from; p < to; p++) hit += resident[p] ?? 0;
     bar += hit === 0 ? '·' : hit === to - from ? '█' : '▒';
   }
   return bar;
@@ -56,7 +57,7 @@ export async function runDemo(options: { sizeMiB: number; out: NodeJS.WriteStrea
       out.write('Each cell below stands for a slice of the file: · not paged in, ▒ partly, █ all.\n\n');
       const bytes = new Uint8Array(lazy.buffer);
       const pages = lazy.length / 4096;
-      const resident = new Set<number>();
+      let resident: Uint8Array = new Uint8Array(pages);
       const width = Math.min(64, tty ? (out.columns || 80) - 16 : 64);
       // On a terminal the line is redrawn as pages come in; elsewhere only each phase's final line is printed.
       const show = (label: string, final = false): void => {
@@ -69,10 +70,8 @@ export async function runDemo(options: { sizeMiB: number; out: NodeJS.WriteStrea
         const first = new DataView(bytes.buffer, page * 4096, 4).getUint32(0, true);
         if (first !== page) throw new Error(`page ${String(page)} starts with ${String(first)}: wrong data`);
       };
-      const refresh = (): void => {
-        // What the resolver has filled, as the kernel sees it: the pages' present bits.
-        for (const p of presentPages(lazy.address, pages)) resident.add(p);
-      };
+      // What the resolver has filled, as the kernel sees it: the pages' present bits.
+      const refresh = (): void => { resident = presentPages(lazy.address, pages, lazy.pageSize); };
 
       const started = performance.now();
       const firstPages = Math.min(pages, (8 * MIB) / 4096);
@@ -102,27 +101,5 @@ export async function runDemo(options: { sizeMiB: number; out: NodeJS.WriteStrea
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-function presentPages(address: bigint, pages: number): number[] {
-  const entries = Buffer.alloc(pages * 8);
-  const fd = openSync('/proc/self/pagemap', 'r');
-  try {
-    readAt(fd, entries, Number(address / 4096n) * 8);
-  } finally {
-    closeSync(fd);
-  }
-  const present: number[] = [];
-  for (let p = 0; p < pages; p++) if (entries.readBigUInt64LE(p * 8) >> 63n === 1n) present.push(p);
-  return present;
-}
-
-function readAt(fd: number, into: Buffer, position: number): void {
-  let done = 0;
-  while (done < into.length) {
-    const n = readSync(fd, into, done, into.length - done, position + done);
-    if (n === 0) return;
-    done += n;
   }
 }
