@@ -44,6 +44,14 @@ export class UffdError extends Error {
   }
 }
 
+/** A native call's result for "try again" (-EAGAIN: nothing pending, or an unread uffd event). */
+export const EAGAIN = -11;
+
+/** EEXIST from a resolve ioctl: the page is already there (a race, a duplicate message). */
+export function isEexist(err: unknown): err is UffdError {
+  return err instanceof UffdError && err.code === 'EEXIST';
+}
+
 /** Throws a UffdError when a native call returned a negative errno; passes other results through. */
 export function check(result: number, syscall: string): number {
   if (result < 0) throw new UffdError(result, syscall);

@@ -9,7 +9,7 @@ import type { Watcher } from './binding.js';
 import { native } from './binding.js';
 import type { Via } from './create.js';
 import { createFd } from './create.js';
-import { check, errnoName, UffdError, UnsupportedFeatureError } from './errors.js';
+import { check, EAGAIN, errnoName, UffdError, UnsupportedFeatureError } from './errors.js';
 import type { UffdEvent } from './events.js';
 import { decodeBatch } from './events.js';
 import { readFdInfo, uffdioApi } from './handshake.js';
@@ -35,7 +35,6 @@ export type UffdEventOf = UffdEvent<Userfaultfd>;
 export const copyUnchecked = Symbol('copyUnchecked');
 export const wakeUnchecked = Symbol('wakeUnchecked');
 
-const EAGAIN = -11;
 /** Messages read per read(2) by events(). */
 const READ_BATCH = 64;
 const POLLERR = 0x8;

@@ -3,7 +3,8 @@ import { native } from './binding.js';
 
 export const PAGE_SIZE = native.pageSize();
 const PAGE_SIZE_BIG = BigInt(PAGE_SIZE);
-const U64_END = 1n << 64n;
+/** One past the largest u64: addresses and masks stay below it. */
+export const U64_END = 1n << 64n;
 
 export function describe(value: unknown): string {
   if (typeof value === 'bigint') return `${String(value)}n`;

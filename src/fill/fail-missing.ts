@@ -2,7 +2,7 @@
 // page not present is poisoned, which wakes whoever waits on it. A kernel-mode access then fails with EFAULT
 // and a user-mode one with SIGBUS: loud, never wrong data, never a hang. Without UFFDIO_POISON (before 6.6)
 // the missing pages are made PROT_NONE and their waiters woken: SIGSEGV instead of SIGBUS, EFAULT the same.
-import { UffdError } from '../errors.js';
+import { isEexist } from '../errors.js';
 import { protectNone } from '../mapping.js';
 import { presentPages } from '../pagemap.js';
 import type { Userfaultfd } from '../uffd.js';
@@ -35,7 +35,7 @@ function poisonRun(uffd: Userfaultfd, address: bigint, length: number, pageSize:
       done += uffd.poison({ address: address + BigInt(done), length: length - done, pageSize });
     } catch (err) {
       // A page filled meanwhile: skip it.
-      if (!(err instanceof UffdError) || err.code !== 'EEXIST') throw err;
+      if (!isEexist(err)) throw err;
       done += (err.bytes ?? 0) + pageSize;
     }
   }

@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ReadaheadPolicy } from '../policy/readahead.js';
 import type { PageSource } from '../sources/source.js';
-import { UffdError } from '../errors.js';
+import { isEexist, UffdError } from '../errors.js';
 import type { Userfaultfd } from '../uffd.js';
 import { copyUnchecked, wakeUnchecked } from '../uffd.js';
 import type { FillStats } from './stats.js';
@@ -221,7 +221,7 @@ export class PageFiller {
         this.#markServed(page, run.end);
         return;
       } catch (err) {
-        if (!(err instanceof UffdError) || err.code !== 'EEXIST') throw err;
+        if (!isEexist(err)) throw err;
         const done = Math.floor((err.bytes ?? 0) / pageSize);
         this.#markServed(page, page + done);
         this.#served[page + done] = PRESENT; // someone else filled it; never overwritten
@@ -282,7 +282,7 @@ export class PageFiller {
         this.#o.reportSourceError(page, error);
       }
     } catch (err) {
-      if (!(err instanceof UffdError) || err.code !== 'EEXIST') throw err;
+      if (!isEexist(err)) throw err;
     }
     this.#served[page] = PRESENT;
   }
@@ -294,7 +294,7 @@ export class PageFiller {
       if (pageSize === PAGE_SIZE) uffd.zeropage({ address: this.#address(page), length: pageSize }, { wake: false });
       else uffd.copy(this.#address(page), (this.#zeroPage ??= new Uint8Array(pageSize)), { wake: false });
     } catch (err) {
-      if (!(err instanceof UffdError) || err.code !== 'EEXIST') throw err;
+      if (!isEexist(err)) throw err;
     }
     this.#served[page] = PRESENT;
     stats.add('zeroFilled');

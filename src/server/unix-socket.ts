@@ -2,10 +2,8 @@
 // descriptors that arrive with a message. Non-blocking; readiness through FdWatcher.
 import { lstatSync, unlinkSync } from 'node:fs';
 import { native } from '../binding.js';
-import { check, errnoName, UffdError } from '../errors.js';
+import { check, EAGAIN, errnoName, UffdError } from '../errors.js';
 import { describe } from '../validate.js';
-
-const EAGAIN = -11;
 
 export interface PeerCredentials {
   pid: number;

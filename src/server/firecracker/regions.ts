@@ -3,7 +3,7 @@
 import { HandshakeError } from './errors.js';
 import type { JsonObject, JsonValue } from './strict-json.js';
 import { JsonNumber, quote } from './strict-json.js';
-import { checkRegionCount } from './validate-regions.js';
+import { checkRegionCount, U64_END } from './validate-regions.js';
 
 export interface GuestRegion {
   /** Where the region starts in the VMM's address space (u64; kept exact, addresses need not fit 2^53). */
@@ -35,7 +35,6 @@ export interface DecodeOptions {
 /** Before 1.7 only 4 KiB pages could be restored from a UFFD backend. */
 const PRE_1_7_PAGE_SIZE = 4096;
 const SAFE_END = 1n << 53n;
-const U64_END = 1n << 64n;
 const KNOWN_KEYS = new Set(['base_host_virt_addr', 'size', 'offset', 'page_size_kib', 'page_size']);
 const REQUIRED_KEYS = ['base_host_virt_addr', 'size', 'offset'] as const;
 
