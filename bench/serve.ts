@@ -1,4 +1,4 @@
-// npm run bench:serve: issue 5, section 6. A fake VMM (test/helpers/fake-vmm.c: Firecracker's restore
+// npm run bench:serve: issue 5, section 6. A fake VMM (test/native/fake-vmm.c: Firecracker's restore
 // handshake byte for byte, 1.12 shape) touches every 4 KiB page of a memory file and verifies each one, served
 //   - by the C reference page server (bench/c/page-server.c): UFFDIO_COPY from a read-only mmap of the file,
 //     the same read-ahead window, DONTWAKE runs and one WAKE;
@@ -71,7 +71,7 @@ function buildC(): void {
   mkdirSync(binDir, { recursive: true });
   const flags = ['-O2', '-Wall', '-Wextra', '-Werror', '-pthread'];
   execFileSync('gcc', [...flags, '-o', cServer, `${root}bench/c/page-server.c`], { stdio: 'inherit' });
-  execFileSync('gcc', [...flags, '-o', fakeVmm, `${root}test/helpers/fake-vmm.c`], { stdio: 'inherit' });
+  execFileSync('gcc', [...flags, '-o', fakeVmm, `${root}test/native/fake-vmm.c`], { stdio: 'inherit' });
 }
 
 function requireTaskset(): void {
@@ -286,7 +286,7 @@ async function main(): Promise<void> {
   const fixed = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(0));
   const out = [
     '',
-    'Page server: a fake VMM (test/helpers/fake-vmm.c) restores like Firecracker 1.12 (JSON regions + the uffd over a',
+    'Page server: a fake VMM (test/native/fake-vmm.c) restores like Firecracker 1.12 (JSON regions + the uffd over a',
     'Unix socket), touches every 4 KiB page of the memory file and verifies every byte of it. Servers: the C reference',
     `(bench/c/page-server.c, UFFDIO_COPY from a read-only mmap of the file${populate ? ' with MAP_POPULATE' : ''}) and uffd serve (Node),`,
     'the same read-ahead window (pages from the faulting one, DONTWAKE runs, one WAKE); mmap: no server, the VMM maps',

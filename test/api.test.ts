@@ -4,11 +4,11 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { O_CLOEXEC, O_NONBLOCK, STRUCTS } from '../src/abi.js';
 import { native } from '../src/binding.js';
-import { createRaw } from '../src/create.js';
+import { createRaw } from '../src/core/create.js';
 import { errnoName } from '../src/errors.js';
-import { uffdioApi } from '../src/handshake.js';
+import { uffdioApi } from '../src/core/uffdio-api.js';
 import { probe } from '../src/index.js';
-import { fdinfoApi, INITIALIZED } from './support.js';
+import { fdinfoApi, INITIALIZED } from './support/support.js';
 
 const BITS = O_CLOEXEC | O_NONBLOCK;
 const caps = probe();

@@ -6,7 +6,7 @@ import { release } from 'node:os';
 import { probeReportJson, renderProbeText } from '../src/cli/render-probe.js';
 import { FEATURES, FeatureSet, IoctlSet, probe } from '../src/index.js';
 import type { Capabilities } from '../src/index.js';
-import { CLI } from './support.js';
+import { CLI } from './support/support.js';
 
 function uffd(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { closeSync, openSync, readdirSync } from 'node:fs';
 import { UffdError } from '../src/errors.js';
 import { Mapping, probe, Userfaultfd } from '../src/index.js';
-import { fdinfoApi } from './support.js';
+import { fdinfoApi } from './support/support.js';
 
 test('UffdError looks like Node core\'s own system errors', () => {
   let nodeError: NodeJS.ErrnoException | undefined;

@@ -1,9 +1,9 @@
 // events(): what a consumer that stops early leaves behind, and one iterator at a time per uffd.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFdInfo } from '../src/handshake.js';
+import { readFdInfo } from '../src/core/uffdio-api.js';
 import { Mapping, Userfaultfd } from '../src/index.js';
-import { ScratchFile, until } from './faulter.js';
+import { ScratchFile, until } from './support/faulter.js';
 
 test('leaving events() early keeps the rest of the batch for the next read()', async () => {
   using file = new ScratchFile(new Uint8Array(4096).fill(3));

@@ -3,10 +3,10 @@
 // kernel (state D) until the monitor read()s the event, and only then return.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Helper } from './helpers/helper.js';
-import { asFault, byteSum, describeEvent, nextEvents, readable, skipUnless, threadState, withHelper } from './helpers/helper.js';
+import type { Helper } from './support/helper.js';
+import { asFault, byteSum, describeEvent, nextEvents, readable, skipUnless, threadState, withHelper } from './support/helper.js';
 import type { Userfaultfd } from '../src/index.js';
-import type { UffdEventOf } from '../src/uffd.js';
+import type { UffdEventOf } from '../src/core/uffd.js';
 
 /**
  * Reads `count` events raised by the helper's job `tag`, checking before each read that the job's thread is

@@ -4,9 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { failMissingPages } from '../src/fill/fail-missing.js';
 import { Mapping, probe, Userfaultfd } from '../src/index.js';
-import { presentPages } from '../src/pagemap.js';
-import { ScratchFile, until } from './faulter.js';
-import { readFdInfo } from '../src/handshake.js';
+import { presentPages } from '../src/system.js';
+import { ScratchFile, until } from './support/faulter.js';
+import { readFdInfo } from '../src/core/uffdio-api.js';
 
 for (const canPoison of [true, false]) {
   test(`failMissingPages (${canPoison ? 'POISON' : 'PROT_NONE, as before 6.6'}): a waiting faulter wakes with EFAULT; present pages keep their data`, { skip: canPoison && !probe().features.has('POISON') ? 'this kernel has no UFFDIO_POISON' : false }, async () => {

@@ -1,4 +1,4 @@
-// The page server against a C peer that is Firecracker byte for byte on the wire (test/helpers/fake-vmm.c):
+// The page server against a C peer that is Firecracker byte for byte on the wire (test/native/fake-vmm.c):
 // every protocol version, 4 KiB and 2 MiB pages, several vCPU threads, the balloon before and during the
 // run, and bad peers. Every page the guest touches is checked against the memory file, then every byte.
 import { describe, test } from 'node:test';
@@ -8,12 +8,12 @@ import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freeHugePages } from '../src/mapping.js';
+import { freeHugePages } from '../src/core/mapping.js';
 import { PageServer } from '../src/index.js';
 import type { PageServerOptions, ServerLog } from '../src/index.js';
-import { ROOT } from './support.js';
+import { ROOT } from './support/support.js';
 
-const FAKE_VMM = join(ROOT, 'test', 'helpers', 'bin', 'fake-vmm');
+const FAKE_VMM = join(ROOT, 'test', 'native', 'bin', 'fake-vmm');
 const dir = mkdtempSync(join(tmpdir(), 'uffd-fakevmm-'));
 process.on('exit', () => { rmSync(dir, { recursive: true, force: true }); });
 const MEMORY = join(dir, 'memory.bin');

@@ -12,13 +12,13 @@ import { tmpdir } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { bufferSource, fileSource, LazyMemory, moduleSource, probe, zeroSource } from '../src/index.js';
 import type { LazyMemoryOptions, SourceSpec } from '../src/index.js';
-import { freeHugePages } from '../src/mapping.js';
-import { ScratchFile } from './faulter.js';
-import { patternByte } from './sources/pattern-source.js';
-import type { PatternOptions } from './sources/pattern-source.js';
-import { ROOT } from './support.js';
+import { freeHugePages } from '../src/core/mapping.js';
+import { ScratchFile } from './support/faulter.js';
+import { patternByte } from './fixtures/pattern-source.js';
+import type { PatternOptions } from './fixtures/pattern-source.js';
+import { ROOT } from './support/support.js';
 
-const PATTERN = new URL('./sources/pattern-source.js', import.meta.url);
+const PATTERN = new URL('./fixtures/pattern-source.js', import.meta.url);
 const sha = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
 function patterned(length: number): Uint8Array {
@@ -298,5 +298,5 @@ test('LazyMemory.open: bad options are TypeErrors/RangeErrors before anything st
   assert.throws(() => zeroSource(0), RangeError);
   assert.throws(() => fileSource(''), TypeError);
   await assert.rejects(LazyMemory.open({ source: fileSource('/nonexistent/file') }), { message: /could not be opened: ENOENT/ });
-  await assert.rejects(LazyMemory.open({ source: moduleSource(new URL('./support.js', import.meta.url)) }), { message: /default function/ });
+  await assert.rejects(LazyMemory.open({ source: moduleSource(new URL('./support/support.js', import.meta.url)) }), { message: /default function/ });
 });

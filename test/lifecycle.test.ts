@@ -5,8 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { probe } from '../src/index.js';
 import { native } from '../src/binding.js';
-import type { MapKind } from './helpers/helper.js';
-import { asFault, hugePagesFor, nextEvents, skipUnless, threadState, withHelper } from './helpers/helper.js';
+import type { MapKind } from './support/helper.js';
+import { asFault, hugePagesFor, nextEvents, skipUnless, threadState, withHelper } from './support/helper.js';
 
 const EAGAIN = -11;
 

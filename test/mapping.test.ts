@@ -8,8 +8,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Mapping, MAX_BUFFER_LENGTH } from '../src/index.js';
-import { ScratchFile } from './faulter.js';
-import { ROOT } from './support.js';
+import { ScratchFile } from './support/faulter.js';
+import { ROOT } from './support/support.js';
 
 function mapsLine(address: bigint): string | undefined {
   const hex = address.toString(16);

@@ -4,8 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { IoctlSet } from '../src/index.js';
-import type { MapKind } from './helpers/helper.js';
-import { asFault, byteSum, hugePagesFor, nextEvents, skipUnless, withHelper } from './helpers/helper.js';
+import type { MapKind } from './support/helper.js';
+import { asFault, byteSum, hugePagesFor, nextEvents, skipUnless, withHelper } from './support/helper.js';
 
 test('THREAD_ID: each fault carries the tid of the helper thread that raised it', { skip: skipUnless({ features: ['THREAD_ID'] }) }, async () => {
   await withHelper(async (helper) => {

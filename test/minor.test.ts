@@ -5,8 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { probe, Userfaultfd } from '../src/index.js';
-import { ScratchFile, serve } from './faulter.js';
-import { MEMORY_TYPES, needs } from './memory-types.js';
+import { ScratchFile, serve } from './support/faulter.js';
+import { MEMORY_TYPES, needs } from './support/memory-types.js';
 
 const pattern = (seed: number, length: number): Uint8Array => Uint8Array.from({ length }, (_, i) => (seed ^ i) & 0xff);
 

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { probe } from '../src/index.js';
 import { writeSync } from 'node:fs';
 import { UffdError } from '../src/index.js';
-import { byteSum, readable, skipUnless, threadState, withHelper } from './helpers/helper.js';
+import { byteSum, readable, skipUnless, threadState, withHelper } from './support/helper.js';
 
 const skip = skipUnless({ features: ['EVENT_REMOVE', 'MISSING_SHMEM', 'MINOR_SHMEM', 'WP_HUGETLBFS_SHMEM'] });
 // UFFDIO_POISON (6.6) is checked where the kernel has it; the other ioctls everywhere.

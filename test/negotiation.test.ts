@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import { FD_CLOEXEC, O_CLOEXEC, O_NONBLOCK } from '../src/abi.js';
 import { native } from '../src/binding.js';
 import { errnoName } from '../src/errors.js';
-import { uffdioApi } from '../src/handshake.js';
+import { uffdioApi } from '../src/core/uffdio-api.js';
 import type { FeatureName } from '../src/index.js';
 import { FEATURES, FeatureSet, probe, Userfaultfd, UnsupportedFeatureError } from '../src/index.js';
-import { fdinfoApi, fdTarget, INITIALIZED, isOpen, isRoot } from './support.js';
+import { fdinfoApi, fdTarget, INITIALIZED, isOpen, isRoot } from './support/support.js';
 
 const caps = probe();
 const offered = caps.features;

@@ -2,8 +2,8 @@
 // its thread into SIGBUS; a poison marker is "present" for POISON (EEXIST) but a COPY replaces it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { MapKind } from './helpers/helper.js';
-import { asFault, byteSum, hugePagesFor, nextEvents, skipUnless, withHelper } from './helpers/helper.js';
+import type { MapKind } from './support/helper.js';
+import { asFault, byteSum, hugePagesFor, nextEvents, skipUnless, withHelper } from './support/helper.js';
 
 const KINDS: MapKind[] = ['anon', 'shmem', 'hugetlb'];
 const PAGES = 4;

@@ -5,11 +5,11 @@ import { readdirSync } from 'node:fs';
 import { release } from 'node:os';
 import { O_CLOEXEC, O_NONBLOCK } from '../src/abi.js';
 import { native } from '../src/binding.js';
-import { uffdioApi } from '../src/handshake.js';
-import { freeHugePages } from '../src/mapping.js';
+import { uffdioApi } from '../src/core/uffdio-api.js';
+import { freeHugePages } from '../src/core/mapping.js';
 import type { ModeProbe } from '../src/index.js';
 import { IoctlSet, probe, probeMadvise, probeMemory } from '../src/index.js';
-import { isRoot, sysctl } from './support.js';
+import { isRoot, sysctl } from './support/support.js';
 
 test('probe() matches a UFFDIO_API(features=0) done here on a throwaway fd', () => {
   const caps = probe();

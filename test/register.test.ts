@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IoctlName } from '../src/index.js';
 import { IoctlSet, Mapping, probe, Userfaultfd } from '../src/index.js';
-import { MEMORY_TYPES } from './memory-types.js';
+import { MEMORY_TYPES } from './support/memory-types.js';
 
 const caps = probe();
 const bit = (name: IoctlName): bigint => IoctlSet.fromNames([name]).mask;

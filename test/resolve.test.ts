@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { ioctlInfo, STRUCTS } from '../src/abi.js';
 import { native } from '../src/binding.js';
-import { readFdInfo } from '../src/handshake.js';
+import { readFdInfo } from '../src/core/uffdio-api.js';
 import { Mapping, Userfaultfd } from '../src/index.js';
-import { MEMORY_TYPES, needs } from './memory-types.js';
-import { ScratchFile, serve, until } from './faulter.js';
+import { MEMORY_TYPES, needs } from './support/memory-types.js';
+import { ScratchFile, serve, until } from './support/faulter.js';
 
 const PAGE = 4096;
 const pattern = (seed: number, length = PAGE): Uint8Array => Uint8Array.from({ length }, (_, i) => (seed * 31 + i) & 0xff);

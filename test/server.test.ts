@@ -12,9 +12,9 @@ import { fileURLToPath } from 'node:url';
 import { Mapping, PageServer, UnixConnection, UnixListener, Userfaultfd } from '../src/index.js';
 import type { PageServerOptions, ServerLog } from '../src/index.js';
 import { native } from '../src/binding.js';
-import { CLI } from './support.js';
+import { CLI } from './support/support.js';
 
-const NODE_VMM = fileURLToPath(new URL('./peers/node-vmm.js', import.meta.url));
+const NODE_VMM = fileURLToPath(new URL('./fixtures/node-vmm.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'uffd-server-'));
 process.on('exit', () => { rmSync(dir, { recursive: true, force: true }); });
 const MEMORY = join(dir, 'memory.bin');

@@ -3,8 +3,8 @@
 // thread cannot take SIGBUS.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { MapKind } from './helpers/helper.js';
-import { byteSum, hugePagesFor, skipUnless, withHelper } from './helpers/helper.js';
+import type { MapKind } from './support/helper.js';
+import { byteSum, hugePagesFor, skipUnless, withHelper } from './support/helper.js';
 
 const KINDS: MapKind[] = ['anon', 'shmem', 'shmem-private', 'hugetlb'];
 

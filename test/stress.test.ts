@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { readSync } from 'node:fs';
 import { setImmediate as nextTick } from 'node:timers/promises';
 import { UffdError } from '../src/index.js';
-import type { MapKind } from './helpers/helper.js';
-import { hugePagesFor, skipUnless, withHelper } from './helpers/helper.js';
+import type { MapKind } from './support/helper.js';
+import { hugePagesFor, skipUnless, withHelper } from './support/helper.js';
 
 const THREADS = 4;
 // UFFD_TEST_SCALE shrinks the work where code runs 10-15x slower (the kernel matrix runs in QEMU).

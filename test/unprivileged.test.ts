@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { isRoot, ROOT, sysctl } from './support.js';
+import { isRoot, ROOT, sysctl } from './support/support.js';
 
 const NOBODY = 65534;
 

@@ -11,7 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { native } from '../src/binding.js';
 import { Mapping, Userfaultfd } from '../src/index.js';
 
-const worker = (name: string, data: unknown): Worker => new Worker(new URL(`./workers/${name}.js`, import.meta.url), { workerData: data });
+const worker = (name: string, data: unknown): Worker => new Worker(new URL(`./fixtures/${name}.js`, import.meta.url), { workerData: data });
 
 for (const exit of ['terminate', 'process.exit', 'close'] as const) {
   test(`a worker with an open watcher exits cleanly (${exit})`, async () => {

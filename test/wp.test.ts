@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { Mapping, Userfaultfd } from '../src/index.js';
 import type { UffdEventOf } from '../src/index.js';
-import { ScratchFile, serve } from './faulter.js';
-import { MEMORY_TYPES, needs } from './memory-types.js';
+import { ScratchFile, serve } from './support/faulter.js';
+import { MEMORY_TYPES, needs } from './support/memory-types.js';
 
 const pattern = (seed: number, length: number): Uint8Array => Uint8Array.from({ length }, (_, i) => (seed + i * 7) & 0xff);
 

@@ -1,4 +1,4 @@
-// The C reference for `uffd serve` (bench/serve.ts runs both against test/helpers/fake-vmm.c): a page server
+// The C reference for `uffd serve` (bench/serve.ts runs both against test/native/fake-vmm.c): a page server
 // for one Firecracker-style client, written for speed rather than for hostile input.
 //
 // It listens on a Unix stream socket, accepts one client and reads its handshake: a JSON array of regions
@@ -38,7 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
-// Our own uapi, as in test/helpers: the installed <linux/userfaultfd.h> is older than the kernels we run on.
+// Our own uapi, as in test/native: the installed <linux/userfaultfd.h> is older than the kernels we run on.
 struct uffd_range_arg { uint64_t start, len; };
 struct uffd_copy_arg { uint64_t dst, src, len, mode; int64_t copy; };
 struct uffd_zeropage_arg { struct uffd_range_arg range; uint64_t mode; int64_t zeropage; };

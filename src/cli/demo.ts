@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileSource } from '../sources/source.js';
 import { LazyMemory } from '../lazy/lazy-memory.js';
-import { presentPages } from '../pagemap.js';
+import { presentPages } from '../system.js';
 
 const MIB = 1 << 20;
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // The `uffd` command.
 import { parseArgs } from 'node:util';
-import { probe } from '../probe.js';
-import { probeMadvise } from '../probe-madvise.js';
-import { probeMemory } from '../probe-memory.js';
+import { probe } from '../probe/probe.js';
+import { probeMadvise } from '../probe/madvise.js';
+import { probeMemory } from '../probe/memory.js';
 import { runDemo } from './demo.js';
 import { runServe, SERVE_USAGE } from './serve.js';
 import { probeReportJson, renderProbeText } from './render-probe.js';

@@ -1,10 +1,10 @@
 // `uffd probe` output: pure functions of a probe report, so unknown future bits can be tested without a
 // kernel that has them.
 import { FEATURES } from '../abi.js';
-import type { Capabilities } from '../probe.js';
-import type { MadviseProbe } from '../probe-madvise.js';
-import type { MemoryProbes, ModeProbe } from '../probe-memory.js';
-import { MEMORY_TYPES, REGISTER_MODES } from '../probe-memory.js';
+import type { Capabilities } from '../probe/probe.js';
+import type { MadviseProbe } from '../probe/madvise.js';
+import type { MemoryProbes, ModeProbe } from '../probe/memory.js';
+import { MEMORY_TYPES, REGISTER_MODES } from '../probe/memory.js';
 
 export interface ProbeReport {
   capabilities: Capabilities;

@@ -3,9 +3,9 @@
 // and a user-mode one with SIGBUS: loud, never wrong data, never a hang. Without UFFDIO_POISON (before 6.6)
 // the missing pages are made PROT_NONE and their waiters woken: SIGSEGV instead of SIGBUS, EFAULT the same.
 import { isEexist } from '../errors.js';
-import { protectNone } from '../mapping.js';
-import { presentPages } from '../pagemap.js';
-import type { Userfaultfd } from '../uffd.js';
+import { protectNone } from '../core/mapping.js';
+import { presentPages } from '../system.js';
+import type { Userfaultfd } from '../core/uffd.js';
 
 export function failMissingPages(uffd: Userfaultfd, range: { address: bigint; length: number; pageSize: number }, canPoison: boolean): void {
   const { address, pageSize } = range;

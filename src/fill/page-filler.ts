@@ -12,8 +12,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ReadaheadPolicy } from '../policy/readahead.js';
 import type { PageSource } from '../sources/source.js';
 import { isEexist, UffdError } from '../errors.js';
-import type { Userfaultfd } from '../uffd.js';
-import { copyUnchecked, wakeUnchecked } from '../uffd.js';
+import type { Userfaultfd } from '../core/uffd.js';
+import { copyUnchecked, wakeUnchecked } from '../core/uffd.js';
 import type { FillStats } from './stats.js';
 import { PAGE_SIZE } from '../validate.js';
 

@@ -3,8 +3,8 @@
 import { EventEmitter, once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import type { SourceSpec } from '../sources/source.js';
-import { Mapping } from '../mapping.js';
-import { openPreferringFull, Userfaultfd } from '../uffd.js';
+import { Mapping } from '../core/mapping.js';
+import { openPreferringFull, Userfaultfd } from '../core/uffd.js';
 import { failMissingPages } from '../fill/fail-missing.js';
 import { checkBoolean, checkOptionsObject, describe } from '../validate.js';
 import type { SourceErrorPolicy } from '../fill/page-filler.js';

@@ -6,17 +6,17 @@ import { EventEmitter } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { openSource } from '../sources/source.js';
 import type { PageSource } from '../sources/source.js';
-import { Userfaultfd } from '../uffd.js';
-import { probe } from '../probe.js';
+import { Userfaultfd } from '../core/uffd.js';
+import { probe } from '../probe/probe.js';
 import { native } from '../binding.js';
 import { checkOptionsObject, describe } from '../validate.js';
-import { FdWatcher } from '../watch.js';
+import { FdWatcher } from '../core/watch.js';
 import { HandshakeReader } from './firecracker/handshake.js';
 import { PendingClient } from './pending-client.js';
 import { ClientSession } from './session.js';
 import type { GuestRegion, SessionSummary } from './session.js';
-import { UnixListener } from './unix-socket.js';
-import type { UnixConnection } from './unix-socket.js';
+import { UnixListener } from '../core/unix-socket.js';
+import type { UnixConnection } from '../core/unix-socket.js';
 
 export interface PageServerOptions {
   /** The Unix socket to listen on (created 0600; a stale socket file left by a dead server is replaced). */

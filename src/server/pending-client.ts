@@ -2,8 +2,8 @@
 // with it, possibly split across reads, within a time and size limit. Everything it was sent is closed if
 // the handshake fails; on success the caller owns the uffd descriptor.
 import { native } from '../binding.js';
-import { FdWatcher } from '../watch.js';
-import type { UnixConnection } from './unix-socket.js';
+import { FdWatcher } from '../core/watch.js';
+import type { UnixConnection } from '../core/unix-socket.js';
 
 export interface HandshakeParser {
   /** 'complete' once the body is whole; throws (a HandshakeError) on bad input. */

@@ -9,8 +9,8 @@ import type { Maybe } from '../fill/page-filler.js';
 import { SharedStats } from '../fill/stats.js';
 import { fixedReadahead } from '../policy/readahead.js';
 import type { PageSource } from '../sources/source.js';
-import type { Userfaultfd, UffdEventOf } from '../uffd.js';
-import { FdWatcher } from '../watch.js';
+import type { Userfaultfd, UffdEventOf } from '../core/uffd.js';
+import { FdWatcher } from '../core/watch.js';
 
 export interface GuestRegion {
   baseHostVirtAddr: bigint;

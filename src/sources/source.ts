@@ -7,7 +7,7 @@
 // pool threads can be asleep in faults that only this resolver can serve.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { Mapping } from '../mapping.js';
+import { Mapping } from '../core/mapping.js';
 import { describe as describeValue } from '../validate.js';
 
 /** A source of bytes, read a page-aligned range at a time. */

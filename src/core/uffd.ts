@@ -1,22 +1,22 @@
 // The Userfaultfd class: creation with feature negotiation done right, ranges, resolve ioctls, events.
 import { readlinkSync } from 'node:fs';
-import type { FeatureName } from './abi.js';
+import type { FeatureName } from '../abi.js';
 import {
   CONTINUE_MODE, COPY_MODE, FEATURES, ioctlInfo, MOVE_MODE, POISON_MODE, REGISTER_MODE, STRUCTS,
   WRITEPROTECT_MODE, ZEROPAGE_MODE,
-} from './abi.js';
-import type { Watcher } from './binding.js';
-import { native } from './binding.js';
+} from '../abi.js';
+import type { Watcher } from '../binding.js';
+import { native } from '../binding.js';
 import type { Via } from './create.js';
 import { createFd } from './create.js';
-import { check, EAGAIN, errnoName, UffdError, UnsupportedFeatureError } from './errors.js';
+import { check, EAGAIN, errnoName, UffdError, UnsupportedFeatureError } from '../errors.js';
 import type { UffdEvent } from './events.js';
 import { decodeBatch } from './events.js';
-import { readFdInfo, uffdioApi } from './handshake.js';
-import { probe } from './probe.js';
+import { readFdInfo, uffdioApi } from './uffdio-api.js';
+import { probe } from '../probe/probe.js';
 import { FeatureSet, IoctlSet } from './sets.js';
-import type { Range } from './validate.js';
-import { checkAddress, checkBoolean, checkLength, checkOptionsObject, checkRange, describe, PAGE_SIZE } from './validate.js';
+import type { Range } from '../validate.js';
+import { checkAddress, checkBoolean, checkLength, checkOptionsObject, checkRange, describe, PAGE_SIZE } from '../validate.js';
 
 export interface OpenOptions {
   /** All must be enabled, else UnsupportedFeatureError. */

@@ -1,8 +1,8 @@
 // Creating a userfaultfd: the syscall, or /dev/userfaultfd + USERFAULTFD_IOC_NEW (6.1+), and saying why
 // neither worked in words a user can act on.
-import { DEVICE_PATH, O_CLOEXEC, O_NONBLOCK, UFFD_USER_MODE_ONLY } from './abi.js';
-import { native } from './binding.js';
-import { errnoName, UffdError } from './errors.js';
+import { DEVICE_PATH, O_CLOEXEC, O_NONBLOCK, UFFD_USER_MODE_ONLY } from '../abi.js';
+import { native } from '../binding.js';
+import { errnoName, UffdError } from '../errors.js';
 
 export type Via = 'auto' | 'syscall' | 'device';
 

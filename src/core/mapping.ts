@@ -4,12 +4,12 @@
 // finalized, so no second munmap can hit an unrelated mapping placed at the same address.
 import { constants as bufferConstants } from 'node:buffer';
 import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, constants as fsConstants } from 'node:fs';
-import type { MadviseName } from './abi.js';
-import { MADVISE, MAP, MFD, PROT } from './abi.js';
-import type { Region } from './binding.js';
-import { native } from './binding.js';
-import { check, UffdError } from './errors.js';
-import { checkBoolean, checkOptionsObject, describe, isPositiveInt, PAGE_SIZE } from './validate.js';
+import type { MadviseName } from '../abi.js';
+import { MADVISE, MAP, MFD, PROT } from '../abi.js';
+import type { Region } from '../binding.js';
+import { native } from '../binding.js';
+import { check, UffdError } from '../errors.js';
+import { checkBoolean, checkOptionsObject, describe, isPositiveInt, PAGE_SIZE } from '../validate.js';
 
 /** The largest external ArrayBuffer this Node allows (4 GiB on Node 20). */
 export const MAX_BUFFER_LENGTH = bufferConstants.MAX_LENGTH;

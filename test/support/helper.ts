@@ -1,4 +1,4 @@
-// The test side of test/helpers/uffd-helper.c: spawns the helper, sends it commands, waits for its reply
+// The test side of test/native/uffd-helper.c: spawns the helper, sends it commands, waits for its reply
 // lines, and takes its uffd (and memfds) with pidfd_getfd. The protocol is documented at the top of the C file.
 //
 // Waiting never hangs a test: a wait fails as soon as the helper exits, and otherwise after a generous
@@ -11,12 +11,12 @@ import { join } from 'node:path';
 import type { FeatureName } from '../../src/abi.js';
 import { FEATURES } from '../../src/abi.js';
 import { native } from '../../src/binding.js';
-import type { UffdEventOf } from '../../src/uffd.js';
-import { freeHugePages } from '../../src/mapping.js';
+import type { UffdEventOf } from '../../src/core/uffd.js';
+import { freeHugePages } from '../../src/core/mapping.js';
 import { probe, Userfaultfd } from '../../src/index.js';
-import { isRoot, ROOT } from '../support.js';
+import { isRoot, ROOT } from './support.js';
 
-export const HELPER = join(ROOT, 'test', 'helpers', 'bin', 'uffd-helper');
+export const HELPER = join(ROOT, 'test', 'native', 'bin', 'uffd-helper');
 const WAIT_MS = 30_000;
 
 export type MapKind = 'anon' | 'shmem' | 'shmem-private' | 'hugetlb' | 'hugetlb-private';

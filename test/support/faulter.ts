@@ -4,7 +4,7 @@
 import { closeSync, mkdtempSync, openSync, read, rmSync, write, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Userfaultfd, UffdEventOf } from '../src/index.js';
+import type { Userfaultfd, UffdEventOf } from '../../src/index.js';
 
 export class ScratchFile {
   readonly dir = mkdtempSync(join(tmpdir(), 'uffd-test-'));

@@ -1,13 +1,13 @@
 // probeMemory(): for each memory type and registration mode, the ioctl mask a real UFFDIO_REGISTER reported
 // and which of those ioctls really work on a scratch page. The mask over-reports (MOVE on shmem is EINVAL,
 // COPY/ZEROPAGE/POISON are listed for WP-only ranges), so each is tried.
-import type { IoctlName } from './abi.js';
-import { UffdError } from './errors.js';
-import { freeHugePages, hugePageSize, Mapping } from './mapping.js';
-import { IoctlSet } from './sets.js';
-import { openPreferringFull } from './uffd.js';
-import type { Userfaultfd } from './uffd.js';
-import { PAGE_SIZE } from './validate.js';
+import type { IoctlName } from '../abi.js';
+import { UffdError } from '../errors.js';
+import { freeHugePages, hugePageSize, Mapping } from '../core/mapping.js';
+import { IoctlSet } from '../core/sets.js';
+import { openPreferringFull } from '../core/uffd.js';
+import type { Userfaultfd } from '../core/uffd.js';
+import { PAGE_SIZE } from '../validate.js';
 
 export type MemoryType = 'anon' | 'shmem' | 'hugetlb';
 export type RegisterMode = 'missing' | 'wp' | 'minor';

@@ -1,7 +1,7 @@
 // The memory types the kernel selftests run on, made with the library's own Mapping.
-import { freeHugePages, hugePageSize } from '../src/mapping.js';
-import type { FeatureName } from '../src/index.js';
-import { Mapping, probe } from '../src/index.js';
+import { freeHugePages, hugePageSize } from '../../src/core/mapping.js';
+import type { FeatureName } from '../../src/index.js';
+import { Mapping, probe } from '../../src/index.js';
 
 export interface MemoryType {
   name: 'anon' | 'shmem' | 'shmem-private' | 'hugetlb' | 'hugetlb-private';

@@ -3,8 +3,8 @@
 // failed one leaves the fd usable); and the call reports the features *offered*, never those enabled. The
 // enabled set is only visible in /proc/self/fdinfo/<fd>.
 import { readFileSync } from 'node:fs';
-import { FEATURE_INITIALIZED_BIT, ioctlInfo, STRUCTS, UFFD_API } from './abi.js';
-import { native } from './binding.js';
+import { FEATURE_INITIALIZED_BIT, ioctlInfo, STRUCTS, UFFD_API } from '../abi.js';
+import { native } from '../binding.js';
 
 export interface ApiResult {
   /** 0 or -errno */

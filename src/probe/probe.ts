@@ -1,14 +1,14 @@
 // What this kernel's userfaultfd can do, asked the portable way (a throwaway fd per UFFDIO_API), plus what
 // the feature bits cannot say: which ioctls each memory type really allows.
 import { release } from 'node:os';
-import type { IoctlName } from './abi.js';
-import { O_CLOEXEC, O_NONBLOCK, UFFD_API, UFFD_USER_MODE_ONLY } from './abi.js';
-import { native } from './binding.js';
-import { accessHint, createRaw } from './create.js';
-import { errnoName } from './errors.js';
-import { uffdioApi } from './handshake.js';
-import { FeatureSet, IoctlSet } from './sets.js';
-import { checkBoolean, checkOptionsObject } from './validate.js';
+import type { IoctlName } from '../abi.js';
+import { O_CLOEXEC, O_NONBLOCK, UFFD_API, UFFD_USER_MODE_ONLY } from '../abi.js';
+import { native } from '../binding.js';
+import { accessHint, createRaw } from '../core/create.js';
+import { errnoName } from '../errors.js';
+import { uffdioApi } from '../core/uffdio-api.js';
+import { FeatureSet, IoctlSet } from '../core/sets.js';
+import { checkBoolean, checkOptionsObject } from '../validate.js';
 
 export type Access = { ok: true } | { ok: false; code: string; hint: string };
 

@@ -1,8 +1,8 @@
 // FeatureSet and IoctlSet: a kernel bitmask with names. Bits the library does not know (a newer kernel's)
 // are kept and shown as `bit N`: dropping them would hide what the kernel offers, and rejecting them is
 // the bug that made the Rust crate fail on every 6.6 kernel.
-import type { FeatureName, IoctlName } from './abi.js';
-import { FEATURES, IOCTLS } from './abi.js';
+import type { FeatureName, IoctlName } from '../abi.js';
+import { FEATURES, IOCTLS } from '../abi.js';
 
 class BitSet<Name extends string> implements Iterable<Name> {
   readonly mask: bigint;

@@ -1,7 +1,7 @@
 // Typed events from uffd_msg batches.
-import type { RawMessage } from './abi.js';
-import { EVENT, PAGEFAULT_FLAG, STRUCTS } from './abi.js';
-import { decodeMessage } from './abi.js';
+import type { RawMessage } from '../abi.js';
+import { EVENT, PAGEFAULT_FLAG, STRUCTS } from '../abi.js';
+import { decodeMessage } from '../abi.js';
 
 export type PagefaultKind = 'missing' | 'wp' | 'minor';
 

@@ -2,12 +2,12 @@
 // madvise(addr, 0, advice) validates the advice and returns 0 without doing anything (EINVAL for an advice
 // the kernel does not know), so every advice can be asked safely that way, even HWPOISON and SOFT_OFFLINE.
 // Those two are never given a length: as root they take a physical page out of service for good.
-import type { MadviseName } from './abi.js';
-import { MADVISE } from './abi.js';
-import { native } from './binding.js';
-import { errnoName } from './errors.js';
-import { freeHugePages, hugePageSize, Mapping } from './mapping.js';
-import type { MemoryType } from './probe-memory.js';
+import type { MadviseName } from '../abi.js';
+import { MADVISE } from '../abi.js';
+import { native } from '../binding.js';
+import { errnoName } from '../errors.js';
+import { freeHugePages, hugePageSize, Mapping } from '../core/mapping.js';
+import type { MemoryType } from './memory.js';
 
 export interface MadviseProbe {
   name: MadviseName;

@@ -1,7 +1,7 @@
 // A readiness watcher on a descriptor of this thread's event loop (uv_poll): the uffd, a socket, a pidfd.
-import type { Watcher } from './binding.js';
-import { native } from './binding.js';
-import { UffdError } from './errors.js';
+import type { Watcher } from '../binding.js';
+import { native } from '../binding.js';
+import { UffdError } from '../errors.js';
 
 export class FdWatcher {
   #watcher: Watcher | undefined;

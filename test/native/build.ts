@@ -1,12 +1,12 @@
-// Builds the native helper programs the tests start (test/helpers/*.c -> test/helpers/bin/<name>).
+// Builds the native helper programs the tests start (test/native/*.c -> test/native/bin/<name>).
 // Run by `npm run build:helpers` (part of pretest) after tsc has compiled this file. Any compiler failure
 // fails the build: a test must never run against a stale or missing helper.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { ROOT } from '../support.js';
+import { ROOT } from '../support/support.js';
 
-const source = join(ROOT, 'test', 'helpers');
+const source = join(ROOT, 'test', 'native');
 const out = join(source, 'bin');
 const cc = process.env.CC ?? 'gcc';
 const flags = ['-O2', '-g', '-Wall', '-Wextra', '-Werror', '-pthread'];
