@@ -17,6 +17,7 @@ export { LazyMemory } from './lazy/lazy-memory.js';
 export type { LazyMemoryOptions, LazyStats } from './lazy/lazy-memory.js';
 export { bufferSource, fileSource, moduleSource, zeroSource } from './sources/source.js';
 export type { PageSource, SourceSpec } from './sources/source.js';
+export { SourceOpenError } from './sources/source-error.js';
 export { PageServer } from './server/page-server.js';
 export type { ClientProgress, PageServerOptions, ServerLog } from './server/page-server.js';
 export type { SessionSummary } from './server/session.js';

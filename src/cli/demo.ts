@@ -5,11 +5,17 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
 import { fileSource } from '../sources/source.js';
 import { LazyMemory } from '../lazy/lazy-memory.js';
 import { presentPages } from '../system.js';
+import type { Command } from './command.js';
+import { EXIT, UsageError } from './failure.js';
 
 const MIB = 1 << 20;
+
+/** Where the text goes with --json: nowhere (the JSON document is written to the real stdout). */
+const quiet = { isTTY: false, columns: 80, write: () => true } as unknown as NodeJS.WriteStream;
 
 function writeSample(path: string, length: number): void {
   // Each 4 KiB page starts with its own number, so what a read returns can be checked at a glance.
@@ -42,8 +48,44 @@ function residencyBar(lazy: LazyMemory, resident: Uint8Array, width: number): st
   return bar;
 }
 
-export async function runDemo(options: { sizeMiB: number; out: NodeJS.WriteStream }): Promise<number> {
-  const { out } = options;
+const USAGE = `usage: uffd demo [--size MIB] [--json]
+
+  Writes a sample file, opens it as lazy memory (pages filled on first touch by a resolver thread), reads
+  its first 8 MiB in order and then 500 distinct random pages, and shows which pages were paged in.
+
+  --size MIB   the sample file's size, in [16, 65536] (default 256)
+  --json       no progress, one JSON document with the figures at the end
+
+  Exit code 0 when done, 1 when lazy memory cannot be set up here (the message says why).
+`;
+
+export const demoCommand: Command = {
+  summary: 'lazy memory in action: a file paged in on first touch, with what was read',
+  usage: USAGE,
+  async run(args) {
+    const { values } = parseArgs({ args, options: { size: { type: 'string' }, json: { type: 'boolean' } }, strict: true });
+    const sizeMiB = Number(values.size ?? '256');
+    if (!Number.isSafeInteger(sizeMiB) || sizeMiB < 16 || sizeMiB > 65536) {
+      throw new UsageError(`--size must be a whole number of MiB in [16, 65536], got ${values.size ?? ''}`);
+    }
+    return runDemo({ sizeMiB, out: process.stdout, json: values.json === true });
+  },
+};
+
+/** `count` distinct page numbers below `pages`, the same every run (a 32-bit LCG; its high bits). */
+export function randomPages(count: number, pages: number): number[] {
+  const chosen = new Set<number>();
+  let seed = 42;
+  while (chosen.size < Math.min(count, pages)) {
+    // Math.imul keeps the product exact: a plain multiply loses the low bits past 2^53.
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    chosen.add(Math.floor((seed / 2 ** 32) * pages));
+  }
+  return [...chosen];
+}
+
+async function runDemo(options: { sizeMiB: number; out: NodeJS.WriteStream; json: boolean }): Promise<number> {
+  const out = options.json ? quiet : options.out;
   const tty = out.isTTY;
   const length = options.sizeMiB * MIB;
   const dir = mkdtempSync(join(tmpdir(), 'uffd-demo-'));
@@ -81,21 +123,26 @@ export async function runDemo(options: { sizeMiB: number; out: NodeJS.WriteStrea
       }
       refresh();
       show('Reading the first 8 MiB in order', true);
-      let seed = 42;
-      for (let i = 0; i < 500; i++) {
-        seed = (seed * 1103515245 + 12345) >>> 0;
-        touch(seed % pages);
-        if (i % 25 === 0) { refresh(); show('Reading 500 random pages'); }
-      }
+      const random = randomPages(500, pages);
+      random.forEach((page, i) => {
+        touch(page);
+        if (i % 25 === 0) { refresh(); show(`Reading ${String(random.length)} random pages`); }
+      });
       refresh();
-      show('Reading 500 random pages', true);
+      show(`Reading ${String(random.length)} random pages`, true);
       const hash = createHash('sha256').update(bytes.subarray(0, 4096)).digest('hex').slice(0, 16);
       const s = lazy.stats();
+      const ms = performance.now() - started;
+      if (options.json) {
+        const pagesIn = resident.reduce((n, r) => n + r, 0);
+        options.out.write(`${JSON.stringify({ sizeMiB: options.sizeMiB, pages, sequentialPages: firstPages, randomPages: random.length, pagesResident: pagesIn, milliseconds: Math.round(ms), firstPageSha256: hash, stats: s })}\n`);
+        return EXIT.ok;
+      }
       out.write(`\nPaged in ${String(s.pagesServed)} of ${String(pages)} pages (${(s.bytesServed / MIB).toFixed(1)} MiB of ${String(options.sizeMiB)} MiB) `
-        + `in ${String(s.faults)} faults, ${(performance.now() - started).toFixed(0)} ms; read-ahead filled ${String(s.readaheadPages)} of them.\n`);
+        + `in ${String(s.faults)} faults, ${ms.toFixed(0)} ms; read-ahead filled ${String(s.readaheadPages)} of them.\n`);
       out.write(`Fault service time: p50 ${String(s.serviceMicros.p50)} µs, p99 ${String(s.serviceMicros.p99)} µs. First page sha256 ${hash}…\n`);
       out.write('Everything else was never read from the file.\n');
-      return 0;
+      return EXIT.ok;
     } finally {
       await lazy.close();
     }

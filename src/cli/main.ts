@@ -1,91 +1,65 @@
 #!/usr/bin/env node
-// The `uffd` command.
-import { parseArgs } from 'node:util';
-import { probe } from '../probe/probe.js';
-import { probeMadvise } from '../probe/madvise.js';
-import { probeMemory } from '../probe/memory.js';
-import { runDemo } from './demo.js';
-import { runServe, SERVE_USAGE } from './serve.js';
-import { probeReportJson, renderProbeText } from './render-probe.js';
+// The `uffd` command: dispatches to a subcommand and handles, once for all of them, `--help`, `--version`,
+// `--debug`, failures (one line with the remedy, or one JSON object with --json) and exit codes.
+import type { Command, CommandContext } from './command.js';
+import { demoCommand } from './demo.js';
+import { EXIT, reportFailure, UsageError } from './failure.js';
+import { probeCommand } from './probe.js';
+import { serveCommand } from './serve.js';
+import { renderVersion, versionReport } from './version.js';
 
-const USAGE = `usage: uffd <command> [options]
+const COMMANDS: Record<string, Command> = {
+  probe: probeCommand,
+  serve: serveCommand,
+  demo: demoCommand,
+};
+
+const usage = (): string => `usage: uffd <command> [options]
+       uffd <command> --help | uffd --version [--json]
 
 commands:
-  probe [--json] [--memory] [--madvise]
-      what this kernel's userfaultfd offers: features with the kernel that added each, ioctls, access paths;
-      --memory adds what registration allows per memory type (anon, shmem, hugetlb) and mode;
-      --madvise adds which madvise advices the kernel knows and where they work.
-      Exit code 0 when userfaultfd is usable here, 1 (with the reason) when not.
-${SERVE_USAGE}  demo [--size MIB]
-      writes a sample file, opens it as lazy memory (pages filled on first touch by a resolver thread),
-      reads parts of it and shows which pages were paged in.
+${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`).join('\n')}
+
+options for every command:
+  --help, -h   what the command does and its options
+  --json       results (and a failure, on stderr) as JSON
+  --debug      print the stack trace of a failure (also UFFD_DEBUG=1)
+
+exit codes:
+  ${String(EXIT.ok)}   done
+  ${String(EXIT.failed)}   operational failure: the message says what failed and what to do
+  ${String(EXIT.usage)}   usage error: unknown command or option, bad option value
+  ${String(EXIT.internal)}  a bug in uffd: re-run with --debug and report the stack trace
 `;
 
-function runProbe(args: string[]): number {
-  const { values } = parseArgs({
-    args,
-    options: { json: { type: 'boolean' }, memory: { type: 'boolean' }, madvise: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-    strict: true,
-  });
-  if (values.help === true) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  const capabilities = probe();
-  const report = {
-    capabilities,
-    ...(values.memory === true && capabilities.available ? { memory: probeMemory() } : {}),
-    ...(values.madvise === true ? { madvise: probeMadvise() } : {}),
-  };
-  process.stdout.write(values.json === true ? `${JSON.stringify(probeReportJson(report), null, 2)}\n` : renderProbeText(report));
-  if (!capabilities.available) {
-    process.stderr.write(`uffd: userfaultfd is not usable here: ${capabilities.reason ?? 'unknown reason'}\n`);
-    return 1;
-  }
-  return 0;
-}
-
-async function demo(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { size: { type: 'string' } }, strict: true });
-  const sizeMiB = Number(values.size ?? '256');
-  if (!Number.isSafeInteger(sizeMiB) || sizeMiB < 16 || sizeMiB > 65536) {
-    process.stderr.write(`uffd demo: --size must be a whole number of MiB in [16, 65536], got ${values.size ?? ''}\n`);
-    return 2;
-  }
-  return runDemo({ sizeMiB, out: process.stdout });
-}
-
 async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
+  const debug = argv.includes('--debug') || process.env.UFFD_DEBUG === '1';
+  const args = argv.filter((a) => a !== '--debug');
+  const json = args.includes('--json');
+  const [name, ...rest] = args;
+  if (name === '--version' || name === '-v' || name === 'version') {
+    const report = versionReport();
+    process.stdout.write(json ? `${JSON.stringify(report)}\n` : renderVersion(report));
+    return EXIT.ok;
+  }
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    const topic = name === 'help' ? rest[0] : undefined;
+    const command = topic === undefined ? undefined : COMMANDS[topic];
+    (name === undefined ? process.stderr : process.stdout).write(command?.usage ?? usage());
+    return name === undefined ? EXIT.usage : EXIT.ok;
+  }
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  const label = command === undefined ? 'uffd' : `uffd ${name}`;
+  const context: CommandContext = { origins: new Map() };
   try {
-    switch (command) {
-      case 'probe':
-        return runProbe(rest);
-      case 'demo':
-        return await demo(rest);
-      case 'serve':
-        return await runServe(rest);
-      case undefined:
-      case 'help':
-      case '--help':
-      case '-h':
-        process.stdout.write(USAGE);
-        return command === undefined ? 2 : 0;
-      default:
-        process.stderr.write(`uffd: unknown command ${JSON.stringify(command)}\n${USAGE}`);
-        return 2;
+    if (command === undefined) throw new UsageError(`unknown command ${JSON.stringify(name)}; the commands are ${Object.keys(COMMANDS).join(', ')}`);
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(command.usage);
+      return EXIT.ok;
     }
+    return await command.run(rest, context);
   } catch (err) {
-    // parseArgs errors (unknown option) carry a code; show them as usage errors.
-    if (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`uffd: ${err.message}\n${USAGE}`);
-      return 2;
-    }
-    if (err instanceof RangeError) {
-      process.stderr.write(`uffd: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
+    return reportFailure(err, { command: label, json, debug, origins: context.origins });
   }
 }
 

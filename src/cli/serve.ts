@@ -3,11 +3,28 @@
 import { parseArgs } from 'node:util';
 import { PageServer } from '../server/page-server.js';
 import type { ServerLog } from '../server/page-server.js';
+import type { Command, CommandContext } from './command.js';
+import { EXIT, UsageError } from './failure.js';
 
-export const SERVE_USAGE = `  serve --socket PATH --memory FILE [--readahead PAGES] [--record FILE] [--prefetch FILE]
-        [--handshake-timeout SECONDS] [--max-clients N] [--allow-uid UID]... [--json]
-      serves the guest memory of processes that hand over a userfaultfd on PATH with the Firecracker
-      snapshot-restore handshake (every version), from FILE (the regions back to back).
+const USAGE = `usage: uffd serve --socket PATH --memory FILE [--readahead PAGES] [--record FILE] [--prefetch FILE]
+                  [--handshake-timeout SECONDS] [--max-clients N] [--allow-uid UID]... [--json]
+
+  Serves the guest memory of processes that hand over a userfaultfd on the Unix socket PATH with the
+  Firecracker snapshot-restore handshake (every version), from FILE (the regions back to back). Runs until
+  SIGINT or SIGTERM.
+
+  --socket PATH               the socket to listen on (created 0600; a stale socket file is replaced)
+  --memory FILE               the snapshot's memory file
+  --readahead PAGES           pages filled per fault, the faulting one included (default 1)
+  --record FILE               write each client's working set (pages in first-fault order) when it goes
+  --prefetch FILE             a working set written by --record: filled first, in the background
+  --handshake-timeout SECONDS drop a client that has not sent its handshake by then (default 10)
+  --max-clients N             clients served at once (default 64)
+  --allow-uid UID             serve only peers with this uid (repeatable; default: anyone who can connect)
+  --json                      one JSON object per line instead of text
+
+  Exit code 0 after SIGINT/SIGTERM, 1 when the server cannot start (the message says why), 2 on a bad
+  command line.
 `;
 
 const size = (bytes: number): string => (bytes >= 1 << 30 ? `${(bytes / (1 << 30)).toFixed(1)} GiB` : bytes >= 1 << 20 ? `${(bytes / (1 << 20)).toFixed(1)} MiB` : `${String(bytes >> 10)} KiB`);
@@ -36,7 +53,13 @@ function text(entry: ServerLog): string {
   }
 }
 
-export async function runServe(args: string[]): Promise<number> {
+export const serveCommand: Command = {
+  summary: 'serve a microVM snapshot\'s memory to Firecracker (UFFD handshake, every version)',
+  usage: USAGE,
+  run: runServe,
+};
+
+async function runServe(args: string[], context: CommandContext): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
@@ -46,18 +69,19 @@ export async function runServe(args: string[]): Promise<number> {
     },
     strict: true,
   });
-  if (values.socket === undefined || values.memory === undefined) {
-    process.stderr.write(`uffd serve: --socket and --memory are required\n${SERVE_USAGE}`);
-    return 2;
-  }
+  if (values.socket === undefined || values.memory === undefined) throw new UsageError('--socket and --memory are required');
+  context.origins.set(values.socket, '--socket');
+  context.origins.set(values.memory, '--memory');
+  if (values.record !== undefined) context.origins.set(values.record, '--record');
+  if (values.prefetch !== undefined) context.origins.set(values.prefetch, '--prefetch');
   const int = (v: string | undefined, name: string): number | undefined => {
     if (v === undefined) return undefined;
     const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`--${name} must be a whole number, got ${v}`);
+    if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`--${name} must be a whole number, got ${v}`);
     return n;
   };
   const timeout = values['handshake-timeout'] === undefined ? undefined : Number(values['handshake-timeout']);
-  if (timeout !== undefined && !(timeout > 0)) throw new RangeError(`--handshake-timeout must be a positive number of seconds, got ${values['handshake-timeout'] ?? ''}`);
+  if (timeout !== undefined && !(timeout > 0)) throw new UsageError(`--handshake-timeout must be a positive number of seconds, got ${values['handshake-timeout'] ?? ''}`);
   const readahead = int(values.readahead, 'readahead');
   const maxClients = int(values['max-clients'], 'max-clients');
   const server = await PageServer.listen({
@@ -100,5 +124,5 @@ export async function runServe(args: string[]): Promise<number> {
   if (ticker !== undefined) clearInterval(ticker);
   clearProgress();
   await server.close();
-  return 0;
+  return EXIT.ok;
 }

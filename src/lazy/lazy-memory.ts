@@ -10,6 +10,7 @@ import { checkBoolean, checkOptionsObject, describe } from '../validate.js';
 import type { SourceErrorPolicy } from '../fill/page-filler.js';
 import type { FillStatsSnapshot } from '../fill/stats.js';
 import { SharedStats } from '../fill/stats.js';
+import { rebuildError } from '../sources/source-error.js';
 
 export type LazyStats = FillStatsSnapshot;
 import type { FromWorker, ToWorker, WorkerInput } from './worker.js';
@@ -120,7 +121,7 @@ export class LazyMemory extends EventEmitter {
     let uffd: Userfaultfd | undefined;
     try {
       const first = await nextMessage(worker);
-      if (first.type !== 'source') throw new Error(`LazyMemory: the source could not be opened: ${first.type === 'failed' ? first.message : first.type}`);
+      if (first.type !== 'source') throw rebuildError('LazyMemory: the source could not be opened', first.type === 'failed' ? first.error ?? { message: first.message } : { message: first.type }, 'ERR_UFFD_SOURCE');
       mapping = Mapping.anonymous(first.length, { hugetlb });
       uffd = userModeOnly === 'auto' ? openPreferringFull() : Userfaultfd.open({ userModeOnly });
       const ioctls = uffd.register(mapping, { missing: true });

@@ -15,6 +15,8 @@ import { protectNone } from '../core/mapping.js';
 import { PageFiller } from '../fill/page-filler.js';
 import type { SourceErrorPolicy } from '../fill/page-filler.js';
 import { SharedStats } from '../fill/stats.js';
+import { errorFields } from '../sources/source-error.js';
+import type { ErrorFields } from '../sources/source-error.js';
 
 export interface WorkerInput {
   source: SourceSpec;
@@ -31,7 +33,7 @@ export type FromWorker =
   | { type: 'source'; length: number }
   | { type: 'ready' }
   | { type: 'sourceError'; page: number; message: string }
-  | { type: 'failed'; message: string }
+  | { type: 'failed'; message: string; error?: ErrorFields }
   | { type: 'stopped' };
 
 if (parentPort === null) throw new Error('lazy/worker.js runs only as a worker thread');
@@ -52,7 +54,7 @@ try {
   send({ type: 'stopped' });
 } catch (err) {
   // Reported as a message, not rethrown: the thread ends normally, and the main thread has one way to hear.
-  send({ type: 'failed', message: err instanceof Error ? err.message : inspect(err) });
+  send({ type: 'failed', message: err instanceof Error ? err.message : inspect(err), error: errorFields(err) });
 }
 port.close();
 

@@ -5,10 +5,11 @@
 // A source's read must not wait on the libuv threadpool (async fs, zlib, crypto, dns.lookup): the pool is
 // shared by every thread of the process, and if the main thread's own pool work faults on lazy memory, all
 // pool threads can be asleep in faults that only this resolver can serve.
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Mapping } from '../core/mapping.js';
 import { describe as describeValue } from '../validate.js';
+import { openSourceFile } from './source-error.js';
 
 /** A source of bytes, read a page-aligned range at a time. */
 export interface PageSource {
@@ -92,8 +93,7 @@ function clip(length: number, offset: number, wanted: number): number {
 }
 
 function openPreadFile(path: string): PageSource {
-  const fd = openSync(path, 'r');
-  const length = fstatSync(fd).size;
+  const { fd, length } = openSourceFile(path);
   return {
     length,
     read(offset, target) {
@@ -111,8 +111,10 @@ function openPreadFile(path: string): PageSource {
 }
 
 function openMappedFile(path: string, populate: boolean): PageSource {
-  const mapping = Mapping.file(path, { populate });
-  const length = fstatLength(path);
+  const checked = openSourceFile(path);
+  closeSync(checked.fd);
+  const mapping = Mapping.file(path, { populate, length: checked.length });
+  const { length } = checked;
   // One view per 1 GiB window, made once: a view per read would cost an external buffer per fault.
   const windows: Uint8Array[] = [];
   const window = (index: number): Uint8Array => {
@@ -144,15 +146,6 @@ function openMappedFile(path: string, populate: boolean): PageSource {
 }
 
 const WINDOW = 1 << 30;
-
-function fstatLength(path: string): number {
-  const fd = openSync(path, 'r');
-  try {
-    return fstatSync(fd).size;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function openBuffer(bytes: Uint8Array): PageSource {
   return {
