@@ -188,3 +188,21 @@ export const MADVISE: readonly MadviseInfo[] = Object.freeze([
 export const PROT = Object.freeze({ NONE: 0, READ: 1, WRITE: 2 });
 export const MAP = Object.freeze({ SHARED: 0x01, PRIVATE: 0x02, ANONYMOUS: 0x20, NORESERVE: 0x4000, POPULATE: 0x8000, HUGETLB: 0x40000 });
 export const MFD = Object.freeze({ CLOEXEC: 1, HUGETLB: 4 });
+
+// PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h): an ioctl on /proc/<pid>/pagemap that reports page
+// categories by range and can write-protect what it matched in the same walk (the read side of WP_ASYNC).
+export const PAGEMAP_SCAN = Object.freeze({
+  /** _IOWR('f', 16, struct pm_scan_arg) */
+  request: 0xc0606610,
+  /** struct pm_scan_arg: 12 u64 fields. `vec` is a user pointer to `vec_len` page_region entries. */
+  arg: {
+    size: 96, sizeField: 0, flags: 8, start: 16, end: 24, walkEnd: 32, vec: 40, vecLen: 48, maxPages: 56,
+    categoryInverted: 64, categoryMask: 72, categoryAnyofMask: 80, returnMask: 88,
+  },
+  /** struct page_region { u64 start, end, categories } */
+  region: { size: 24, start: 0, end: 8, categories: 16 },
+} as const);
+export const PM_SCAN = Object.freeze({ WP_MATCHING: 1n, CHECK_WPASYNC: 2n });
+export const PAGE_IS = Object.freeze({
+  WPALLOWED: 1n, WRITTEN: 2n, FILE: 4n, PRESENT: 8n, SWAPPED: 16n, PFNZERO: 32n, HUGE: 64n, SOFT_DIRTY: 128n,
+});

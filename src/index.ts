@@ -25,3 +25,6 @@ export { UnixConnection, UnixListener } from './core/unix-socket.js';
 export type { PeerCredentials, Received } from './core/unix-socket.js';
 export { HandshakeError, HandshakeReader, parseHandshake } from './server/firecracker/handshake.js';
 export type { GuestRegion, Handshake, HandshakeVersion } from './server/firecracker/handshake.js';
+export { DirtyTracker } from './track/dirty-tracker.js';
+export type { CollectResult, DirtyTrackerOptions, TrackMethod } from './track/dirty-tracker.js';
+export type { ByteRange } from './track/page-runs.js';

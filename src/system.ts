@@ -3,14 +3,17 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { PAGE_SIZE } from './validate.js';
 
-/** 1 for each present page of the `pages` pages of `pageSize` bytes at `address`, else 0. */
-export function presentPages(address: bigint, pages: number, pageSize: number): Uint8Array {
+/**
+ * 1 for each present page of the `pages` pages of `pageSize` bytes at `address`, else 0; in this process, or
+ * in process `pid` (which needs ptrace read access to it).
+ */
+export function presentPages(address: bigint, pages: number, pageSize: number, pid: number | 'self' = 'self'): Uint8Array {
   const present = new Uint8Array(pages);
   const step = pageSize / PAGE_SIZE;
   const first = Number(address / BigInt(PAGE_SIZE));
   const CHUNK = 4096; // pages per read
   const entries = Buffer.alloc(CHUNK * step * 8);
-  const fd = openSync('/proc/self/pagemap', 'r');
+  const fd = openSync(`/proc/${String(pid)}/pagemap`, 'r');
   try {
     for (let base = 0; base < pages; base += CHUNK) {
       const n = Math.min(CHUNK, pages - base);

@@ -1,9 +1,10 @@
 // LazyMemory: memory whose pages are filled on first touch from a page source. The JS thread only touches
 // the memory; a worker thread resolves the faults (a thread cannot serve its own faults).
 import { EventEmitter, once } from 'node:events';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { SourceSpec } from '../sources/source.js';
 import { Mapping } from '../core/mapping.js';
+import { startWorker } from '../core/worker-thread.js';
 import { openPreferringFull, Userfaultfd } from '../core/uffd.js';
 import { failMissingPages } from '../fill/fail-missing.js';
 import { checkBoolean, checkOptionsObject, describe } from '../validate.js';
@@ -116,7 +117,7 @@ export class LazyMemory extends EventEmitter {
       stats: stats.buffer,
     };
     // Referenced while opening and closing (the caller awaits it), unreferenced while it serves.
-    const worker = startWorker(input);
+    const worker = startWorker(new URL('./worker.js', import.meta.url), input);
     let mapping: Mapping | undefined;
     let uffd: Userfaultfd | undefined;
     try {
@@ -180,22 +181,6 @@ export class LazyMemory extends EventEmitter {
     process.off('exit', this.#onExit);
     this.#uffd.close(); // the worker closed its descriptor: this is the last one, and wakes any faulter
     this.#mapping.close();
-  }
-}
-
-/**
- * The worker inherits the process's flags (loaders a module source may need). --input-type is the exception:
- * it applies only to an --eval string and makes a worker started from one fail to load its file; removing it
- * means passing execArgv explicitly, which Node refuses when it holds per-process (V8) flags: then none.
- */
-function startWorker(input: WorkerInput): Worker {
-  const url = new URL('./worker.js', import.meta.url);
-  if (!process.execArgv.some((flag) => flag.startsWith('--input-type'))) return new Worker(url, { workerData: input });
-  try {
-    return new Worker(url, { workerData: input, execArgv: process.execArgv.filter((flag) => !flag.startsWith('--input-type')) });
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw err;
-    return new Worker(url, { workerData: input, execArgv: [] });
   }
 }
 
