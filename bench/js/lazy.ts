@@ -1,20 +1,22 @@
 // Lazy file memory in JS: the same touch loop as bench/c/lazy.c over
-//   lazy      LazyMemory.open({ source: fileSource(FILE, { access: 'mmap' }), readahead }): the main thread
-//             touches, the library's resolver worker copies from a read-only mapping of the file;
+//   lazy      LazyMemory.open({ source: fileSource(FILE), readahead }): the main thread touches, the library's
+//             resolver worker copies from a read-only mapping of the file (pread: from pread(2) into a buffer;
+//             populate: from a mapping made with MAP_POPULATE);
 //   mmap      Mapping.file(FILE): the kernel's own mapping of the file;
 //   readfile  fs.readFileSync(FILE), then the touch loop over the Buffer (both timed; no warm-up).
 // The first WARMUP pages in touch order are touched untimed; the rest is timed. Prints one line of JSON
 // (SideResult in ./lazy-common.ts).
 //
-// usage: node dist/bench/js/lazy.js lazy FILE seq|rand WARMUP READAHEAD(pages|auto)
+// usage: node dist/bench/js/lazy.js lazy FILE seq|rand WARMUP READAHEAD(pages|auto) [default|pread|populate]
 //        node dist/bench/js/lazy.js mmap|readfile FILE seq|rand WARMUP
 import { readFileSync, statSync } from 'node:fs';
 import { LazyMemory, Mapping, fileSource } from '../../src/index.js';
+import type { SourceSpec } from '../../src/index.js';
 import type { Order, SideResult } from './lazy-common.js';
 import { allowedCpus, CHECKSUM_START, pageOrder, PAGE, touch } from './lazy-common.js';
 
 function usage(): never {
-  console.error('usage: lazy.js lazy FILE seq|rand WARMUP READAHEAD(pages|auto)\n       lazy.js mmap|readfile FILE seq|rand WARMUP');
+  console.error('usage: lazy.js lazy FILE seq|rand WARMUP READAHEAD(pages|auto) [default|pread|populate]\n       lazy.js mmap|readfile FILE seq|rand WARMUP');
   process.exit(2);
 }
 
@@ -25,9 +27,10 @@ function parseReadahead(raw: string | undefined): number | 'auto' {
   return n;
 }
 
-const [mode, path, orderArg, warmupArg, readaheadArg, ...extra] = process.argv.slice(2);
+const [mode, path, orderArg, warmupArg, readaheadArg, accessArg = 'default', ...extra] = process.argv.slice(2);
 if ((mode !== 'lazy' && mode !== 'mmap' && mode !== 'readfile') || path === undefined || (orderArg !== 'seq' && orderArg !== 'rand')) usage();
 if (extra.length > 0 || (mode === 'lazy' ? readaheadArg === undefined : readaheadArg !== undefined)) usage();
+if (accessArg !== 'default' && accessArg !== 'pread' && accessArg !== 'populate') usage();
 const order: Order = orderArg;
 const bytes = statSync(path).size;
 if (bytes <= 0 || bytes % PAGE !== 0) {
@@ -68,7 +71,9 @@ let extraFields: { faults?: number; pagesCopied?: number; openMs?: number; reada
 if (mode === 'lazy') {
   const readahead = parseReadahead(readaheadArg);
   const opening = now();
-  const lazy = await LazyMemory.open({ source: fileSource(path, { access: 'mmap' }), readahead });
+  // populate has no public option: the spec fileSource() would make, with the page server's MAP_POPULATE.
+  const source: SourceSpec = accessArg === 'default' ? fileSource(path) : accessArg === 'pread' ? fileSource(path, { access: 'pread' }) : { kind: 'file', path, access: 'mmap', populate: true };
+  const lazy = await LazyMemory.open({ source, readahead });
   const openMs = (now() - opening) / 1e6;
   let warmFaults = 0;
   timed = warmThenTime(new Uint32Array(lazy.buffer), () => { warmFaults = lazy.stats().faults; });

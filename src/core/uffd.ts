@@ -31,9 +31,9 @@ export interface OpenOptions {
 
 export type UffdEventOf = UffdEvent<Userfaultfd>;
 
-/** The key of Userfaultfd's internal unchecked COPY (the library's fillers only). */
-export const copyUnchecked = Symbol('copyUnchecked');
-export const wakeUnchecked = Symbol('wakeUnchecked');
+/** Keys of the raw message path of the library's own serving loops: no objects per fault message. */
+export const readRaw = Symbol('readRaw');
+export const eventAt = Symbol('eventAt');
 
 /** Messages read per read(2) by events(). */
 const READ_BATCH = 64;
@@ -261,18 +261,23 @@ export class Userfaultfd {
     const n = native.read(fd, this.#readBuffer.subarray(0, max * MSG_SIZE));
     if (n === EAGAIN) return [];
     check(n, 'read');
-    return decodeBatch(this.#readBuffer, n / MSG_SIZE, (child) => {
-      // The fd is in this process's table now; if it cannot be adopted it is closed, and the event still
-      // surfaces (as 'unknown') rather than the whole batch being lost.
-      try {
-        const uffd = Userfaultfd.fromFd(child);
-        dropped.register(uffd, child, uffd);
-        return uffd;
-      } catch {
-        native.close(child);
-        return undefined;
-      }
-    });
+    return decodeBatch(this.#readBuffer, n / MSG_SIZE, adoptChild);
+  }
+
+  /**
+   * Reads pending messages into `into` (whole uffd_msg structs) without decoding them; returns how many,
+   * 0 when none is pending. For the library's serving loops, which decode fault messages in place.
+   */
+  [readRaw](into: Uint8Array): number {
+    const n = native.read(this.#open(), into);
+    if (n === EAGAIN) return 0;
+    return check(n, 'read') / MSG_SIZE;
+  }
+
+  /** Message `index` of a batch read by [readRaw], as an event (a fork's uffd adopted as read() does). */
+  [eventAt](bytes: Uint8Array, index: number): UffdEventOf {
+    const events = decodeBatch(bytes.subarray(index * MSG_SIZE, (index + 1) * MSG_SIZE), 1, adoptChild);
+    return events[0] ?? { type: 'unknown', code: bytes[index * MSG_SIZE] ?? 0, raw: bytes.slice(index * MSG_SIZE, (index + 1) * MSG_SIZE) };
   }
 
   /** Events as they arrive, driven by the event loop; ends on close() or when `signal` aborts. */
@@ -375,20 +380,6 @@ export class Userfaultfd {
     return native.ioctl(this.#open(), request, this.#scratch);
   }
 
-  /**
-   * COPY without argument checks, for the library's own fillers on their hot path: `dst` is page-aligned
-   * inside a registered range and `src` a whole number of pages, by construction. Not exported.
-   */
-  [copyUnchecked](dst: bigint, src: Uint8Array, wake: boolean): number {
-    return this.#resolve(REQ.COPY, 'ioctl(UFFDIO_COPY)', dst, native.addressOf(src), src.byteLength, wake ? 0n : COPY_MODE.DONTWAKE);
-  }
-
-  /** WAKE without argument checks, for the fillers (a page-aligned window of a registered range). */
-  [wakeUnchecked](address: bigint, length: number): void {
-    this.#put(address, BigInt(length));
-    check(this.#ioctl(REQ.WAKE), 'ioctl(UFFDIO_WAKE)');
-  }
-
   /** ZEROPAGE, CONTINUE and POISON share one layout: { start, len, mode, result }. */
   #resolveRange(request: number, syscall: string, r: { address: bigint; length: number }, mode: bigint): number {
     return this.#resolve(request, syscall, r.address, undefined, r.length, mode);
@@ -430,6 +421,21 @@ export class Userfaultfd {
       }
       throw new UffdError(errno, syscall, { bytes: done });
     }
+  }
+}
+
+/**
+ * Wraps the fd a FORK message installed in this process. If it cannot be adopted it is closed, and the
+ * event still surfaces (as 'unknown') rather than the whole batch being lost.
+ */
+function adoptChild(child: number): Userfaultfd | undefined {
+  try {
+    const uffd = Userfaultfd.fromFd(child);
+    dropped.register(uffd, child, uffd);
+    return uffd;
+  } catch {
+    native.close(child);
+    return undefined;
   }
 }
 

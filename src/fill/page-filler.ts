@@ -6,14 +6,18 @@
 //
 // Everything runs synchronously while the source answers synchronously (files, buffers: the common case),
 // so a fault costs no promise turns; a source that returns a promise, or a failure that needs a backoff,
-// switches that fault to the asynchronous path, and later work queues behind it.
+// switches that fault to the asynchronous path, and later work queues behind it. Addresses are Numbers and
+// the ioctls report errno as a value (core/fill-ioctls.ts): a fault costs no BigInt, no object and no
+// exception. A window that one run covers is copied with wake (one ioctl per fault); only a window with
+// holes is copied without waking and woken once.
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ReadaheadPolicy } from '../policy/readahead.js';
 import type { PageSource } from '../sources/source.js';
-import { isEexist, UffdError } from '../errors.js';
+import { sourceMemory } from '../sources/source.js';
+import { UffdError } from '../errors.js';
 import type { Userfaultfd } from '../core/uffd.js';
-import { copyUnchecked, wakeUnchecked } from '../core/uffd.js';
+import { addressOfBytes, FillIoctls } from '../core/fill-ioctls.js';
 import type { FillStats } from './stats.js';
 import { PAGE_SIZE } from '../validate.js';
 
@@ -43,63 +47,97 @@ export interface FillerOptions {
 /** A result now, or later. */
 export type Maybe<T> = T | Promise<T>;
 
-type Read = { ok: true; bytes: Uint8Array } | { ok: false; error: unknown };
-interface Run {
-  start: number;
-  end: number;
-  demand: boolean;
-}
+/** The bytes of a run: at an address of this process, or the reason the source could not give them. */
+type Read = { ok: true; address: number } | { ok: false; error: unknown };
 
 const MISSING = 0;
 const PRESENT = 1;
 const REMOVED = 2;
 
+const EEXIST = -17;
+const ENOMEM = -12;
+const EAGAIN = -11;
+
 /** Bytes copied per UFFDIO_COPY at most: bounds the scratch buffer and the time a demand fault waits. */
 const MAX_RUN_BYTES = 1 << 20;
+/**
+ * EEXIST answers to faults on one page in a row before it counts as "not there at all": hugetlb reports an
+ * empty huge page pool as EEXIST, and trusting it would wake the faulter into the same fault forever. A
+ * real duplicate (a signal during the fault) repeats a message once or twice.
+ */
+const EEXIST_LIMIT = 16;
 
 const noop = (): void => undefined;
 
 export class PageFiller {
   readonly #o: FillerOptions;
+  readonly #ioctls: FillIoctls;
+  readonly #base: number;
+  readonly #pageSize: number;
+  readonly #pages: number;
+  /** The source's bytes in memory, if it has them: [memoryStart, memoryEnd) in this process. */
+  readonly #memoryAddress: number;
+  readonly #memoryLength: number;
   /** Per page: PRESENT (filled by us or found present), REMOVED (zeros on the next fault), or MISSING. */
   readonly #served: Uint8Array;
   readonly #scratch: Uint8Array;
+  readonly #scratchAddress: number;
   readonly #maxRun: number;
+  /** EEXIST answers in a row per faulting page (kept only while a page keeps answering EEXIST). */
+  readonly #eexists = new Map<number, number>();
   #prefetchCursor = 0;
   /** The asynchronous fill in progress, if any: fills share the scratch buffer, so they never overlap. */
   #inflight: Promise<void> | undefined;
   #zeroPage: Uint8Array | undefined;
+  /** The faulting page was filled (or found present) and woken by the ioctl itself: no WAKE needed. */
+  #woken = false;
 
   constructor(options: FillerOptions) {
     this.#o = options;
+    this.#ioctls = new FillIoctls(options.uffd);
+    this.#base = Number(options.base);
+    this.#pageSize = options.pageSize;
+    this.#pages = options.pages;
+    if (this.#base + options.pages * options.pageSize > Number.MAX_SAFE_INTEGER) {
+      throw new RangeError(`the range at 0x${options.base.toString(16)} ends beyond 2^53, where no user-space memory lies`);
+    }
+    const memory = options.source[sourceMemory];
+    this.#memoryAddress = memory?.address ?? 0;
+    this.#memoryLength = memory?.length ?? 0;
     this.#served = new Uint8Array(options.pages);
     this.#maxRun = Math.max(1, Math.floor(MAX_RUN_BYTES / options.pageSize));
     this.#scratch = new Uint8Array(this.#maxRun * options.pageSize);
+    this.#scratchAddress = addressOfBytes(this.#scratch);
   }
 
-  /** Serves a fault at `address`: the faulting page always, then as much read-ahead as is missing. */
-  fault(address: bigint): Maybe<void> {
+  /** Serves a fault at `address` (a Number): the faulting page always, then as much read-ahead as is missing. */
+  fault(address: number): Maybe<void> {
+    if (this.#inflight === undefined) {
+      const result = this.#fault(address);
+      if (result instanceof Promise) this.#track(result);
+      return result;
+    }
     return this.#exclusive(() => this.#fault(address));
   }
 
   /** Fills one page in the background (working-set prefetch) unless it is already there. */
   prefetchPage(page: number): Maybe<void> {
     return this.#exclusive(() => {
-      if (page < 0 || page >= this.#o.pages || this.#served[page] !== MISSING) return;
-      return this.#then(this.#fillRun({ start: page, end: page + 1, demand: false }), (filled) => { this.#o.stats.add('prefetchPages', filled); });
+      if (page < 0 || page >= this.#pages || this.#served[page] !== MISSING) return;
+      return this.#then(this.#fillRun(page, page + 1, false, true), (filled) => { this.#o.stats.add('prefetchPages', filled); });
     });
   }
 
   /** Fills one background chunk of pages nobody has asked for yet; false when everything is served. */
   prefetchChunk(): Maybe<boolean> {
     return this.#exclusive(() => {
-      const { pages } = this.#o;
+      const pages = this.#pages;
       while (this.#prefetchCursor < pages && this.#served[this.#prefetchCursor] !== MISSING) this.#prefetchCursor++;
       if (this.#prefetchCursor >= pages) return false;
       const start = this.#prefetchCursor;
       let end = start + 1;
       while (end < pages && this.#served[end] === MISSING && end - start < this.#maxRun) end++;
-      return this.#then(this.#fillRun({ start, end, demand: false }), (filled) => {
+      return this.#then(this.#fillRun(start, end, false, true), (filled) => {
         this.#o.stats.add('prefetchPages', filled);
         this.#prefetchCursor = Math.max(this.#prefetchCursor, start + Math.max(filled, 1));
         return true;
@@ -109,7 +147,7 @@ export class PageFiller {
 
   /** Pages [start, end) were removed (MADV_DONTNEED/REMOVE): they read as zeros from now on. */
   removed(start: number, end: number): void {
-    this.#served.fill(REMOVED, Math.max(0, start), Math.min(this.#o.pages, end));
+    this.#served.fill(REMOVED, Math.max(0, start), Math.min(this.#pages, end));
   }
 
   /** Runs now when nothing asynchronous is in flight; otherwise after it (one fill at a time). */
@@ -135,14 +173,17 @@ export class PageFiller {
     return value instanceof Promise ? value.then(next) : next(value);
   }
 
-  #fault(address: bigint): Maybe<void> {
-    const { pageSize, pages, stats } = this.#o;
+  #fault(address: number): Maybe<void> {
+    const pageSize = this.#pageSize;
+    const pages = this.#pages;
+    const stats = this.#o.stats;
     const started = performance.now();
-    const page = Number((address - this.#o.base) / BigInt(pageSize));
+    const page = Math.floor((address - this.#base) / pageSize);
     if (page < 0 || page >= pages) return; // not ours (cannot happen for a range we registered)
     stats.add('faults');
+    this.#woken = false;
     if (this.#served[page] === REMOVED) {
-      this.#zeroFill(page);
+      this.#zeroFill(page, true);
       this.#finishFault(page, 1, started);
       return;
     }
@@ -150,20 +191,23 @@ export class PageFiller {
     // The faulting page is served even if marked present: a MADV_DONTNEED by the program can empty it again.
     let demandEnd = page + 1;
     while (demandEnd < end && this.#served[demandEnd] === MISSING && demandEnd - page < this.#maxRun) demandEnd++;
-    // Straight-line while everything is synchronous: no closure per fault on the hot path.
-    const served = this.#fillRun({ start: page, end: demandEnd, demand: true });
-    if (served instanceof Promise) return served.then((n) => this.#afterDemand(page, n, end, started));
-    return this.#afterDemand(page, served, end, started);
+    // One run covers the window: copied with wake, the faulter needs no separate WAKE.
+    const served = this.#fillRun(page, demandEnd, true, demandEnd === end);
+    if (served instanceof Promise) return served.then((n) => this.#afterDemand(page, n, demandEnd, end, started));
+    return this.#afterDemand(page, served, demandEnd, end, started);
   }
 
-  #afterDemand(page: number, served: number, end: number, started: number): Maybe<void> {
+  #afterDemand(page: number, served: number, demandEnd: number, end: number, started: number): Maybe<void> {
     this.#o.stats.add('readaheadPages', served - 1);
-    const rest = this.#readahead(page + served, end);
-    if (rest instanceof Promise) return rest.then(() => { this.#finishFault(page, end - page, started); });
+    // A demand run cut short (the source failed, the range ends) ends the read-ahead there too.
+    if (page + served === demandEnd && demandEnd < end) {
+      const rest = this.#readahead(page + served, end);
+      if (rest instanceof Promise) return rest.then(() => { this.#finishFault(page, end - page, started); });
+    }
     this.#finishFault(page, end - page, started);
   }
 
-  /** Fills the missing runs of [next, end), skipping pages already there. */
+  /** Fills the missing runs of [next, end) without waking, skipping pages already there; stops at a failure. */
   #readahead(next: number, end: number): Maybe<void> {
     while (next < end) {
       if (this.#served[next] !== MISSING) {
@@ -172,84 +216,148 @@ export class PageFiller {
       }
       let runEnd = next + 1;
       while (runEnd < end && this.#served[runEnd] === MISSING && runEnd - next < this.#maxRun) runEnd++;
-      const filled = this.#fillRun({ start: next, end: runEnd, demand: false });
+      const filled = this.#fillRun(next, runEnd, false, false);
       const resume = runEnd;
       if (filled instanceof Promise) {
         return filled.then((n) => {
           this.#o.stats.add('readaheadPages', n);
-          return this.#readahead(resume, end);
+          return n < resume - next ? undefined : this.#readahead(resume, end);
         });
       }
       this.#o.stats.add('readaheadPages', filled);
+      if (filled < runEnd - next) return; // the source or the range ends here: the rest waits for its own fault
       next = runEnd;
     }
   }
 
   #finishFault(page: number, count: number, started: number): void {
-    // One WAKE for the whole window: the runs were copied with DONTWAKE.
-    this.#o.uffd[wakeUnchecked](this.#address(page), count * this.#o.pageSize);
+    if (!this.#woken) {
+      // The window was copied without waking (it had holes, or the faulting page was already there).
+      const errno = this.#ioctls.wake(this.#address(page), count * this.#pageSize);
+      if (errno !== 0) throw new UffdError(errno, 'ioctl(UFFDIO_WAKE)');
+    }
     this.#o.stats.recordService((performance.now() - started) * 1000);
   }
 
   /**
-   * Copies the pages of `run` from the source without waking anyone. Returns pages handled. A page found
-   * present (EEXIST) is marked and skipped, never overwritten. A source failure on the faulting page applies
-   * the error policy; on read-ahead pages it just leaves them missing (their own fault will come).
+   * Copies pages [start, end) from the source, waking their waiters if `wake`. Returns the pages handled
+   * from `start` on: all of them, or fewer when the run met the end of what can be filled (read-ahead
+   * stops there). A page found present (EEXIST) is marked and skipped, never overwritten. A source failure
+   * on the faulting page (`demand`) applies the error policy; on read-ahead pages it just stops there.
    */
-  #fillRun(run: Run): Maybe<number> {
-    const read = this.#readSource(run);
-    return read instanceof Promise ? read.then((r) => this.#afterRead(run, r)) : this.#afterRead(run, read);
+  #fillRun(start: number, end: number, demand: boolean, wake: boolean): Maybe<number> {
+    const read = this.#readSource(start, end, demand);
+    return read instanceof Promise ? read.then((r) => this.#afterRead(start, end, demand, wake, r)) : this.#afterRead(start, end, demand, wake, read);
   }
 
-  #afterRead(run: Run, read: Read): number {
+  #afterRead(start: number, end: number, demand: boolean, wake: boolean, read: Read): number {
     if (!read.ok) {
-      if (!run.demand) return 0;
-      this.#giveUp(run.start, read.error);
+      if (!demand) return 0;
+      this.#giveUp(start, read.error);
       return 1;
     }
-    this.#copyRun(run, read.bytes);
-    return run.end - run.start;
+    return this.#copyRun(start, end, read.address, demand, wake);
   }
 
-  #copyRun(run: Run, bytes: Uint8Array): void {
-    const { pageSize, uffd } = this.#o;
-    let page = run.start;
-    while (page < run.end) {
-      const src = bytes.subarray((page - run.start) * pageSize, (run.end - run.start) * pageSize);
+  #copyRun(start: number, end: number, src: number, demand: boolean, wake: boolean): number {
+    const pageSize = this.#pageSize;
+    const ioctls = this.#ioctls;
+    let page = start;
+    // Counted before the copy wakes anyone, so that stats read right after a touch include it.
+    this.#countServed(end - start);
+    while (page < end) {
+      const errno = ioctls.copy(this.#address(page), src + (page - start) * pageSize, (end - page) * pageSize, wake);
+      const done = Math.floor(ioctls.done / pageSize);
+      if (done > 0) {
+        this.#served.fill(PRESENT, page, page + done);
+        if (demand && page === start) {
+          this.#woken = wake;
+          this.#eexists.delete(start);
+        }
+      }
+      if (errno === 0) return end - start;
+      page += done;
+      if (errno === EEXIST) {
+        // Someone else filled it (or a duplicate message for a page we filled): never overwritten.
+        this.#countServed(-1);
+        if (demand && page === start) this.#demandFoundPresent(start);
+        this.#served[page] = PRESENT;
+        page++;
+        continue;
+      }
+      this.#countServed(page - end);
+      if (errno === EAGAIN || errno === -3 /* ESRCH */) throw new UffdError(errno, 'ioctl(UFFDIO_COPY)', { bytes: (page - start) * pageSize });
+      if (!demand || page > start) return page - start; // read-ahead stops at the failure
+      // A larger run failed at the faulting page (it crosses the end of a mapping, a hole in the
+      // registration): the faulting page is served on its own; read-ahead stops here.
+      if (end - start > 1) return this.#copyRun(start, start + 1, src, true, wake);
+      if (errno === ENOMEM && pageSize !== PAGE_SIZE) this.#exhausted(page, errno);
+      throw new UffdError(errno, 'ioctl(UFFDIO_COPY)', { bytes: 0 });
+    }
+    return end - start;
+  }
+
+  /**
+   * EEXIST for the faulting page itself: it is there, so waking the faulter is all it needs. Unless it keeps
+   * coming back: then nothing is there at all (an empty huge page pool answers EEXIST on hugetlb).
+   */
+  #demandFoundPresent(page: number): void {
+    const seen = (this.#eexists.get(page) ?? 0) + 1;
+    if (seen >= EEXIST_LIMIT) this.#exhausted(page, EEXIST);
+    this.#eexists.set(page, seen);
+  }
+
+  /**
+   * No memory for the page (the huge page pool is empty): fail-stop. The page is poisoned where that works
+   * (the faulter gets SIGBUS instead of waiting forever) and the fault fails with ENOMEM for the caller.
+   */
+  #exhausted(page: number, errno: number): never {
+    const { uffd, canPoison } = this.#o;
+    const cause = errno === EEXIST ? `${String(EEXIST_LIMIT)} answers of EEXIST in a row for a page that is not there` : 'ENOMEM';
+    if (canPoison) {
       try {
-        uffd[copyUnchecked](this.#address(page), src, false);
-        this.#markServed(page, run.end);
-        return;
-      } catch (err) {
-        if (!isEexist(err)) throw err;
-        const done = Math.floor((err.bytes ?? 0) / pageSize);
-        this.#markServed(page, page + done);
-        this.#served[page + done] = PRESENT; // someone else filled it; never overwritten
-        page += done + 1;
+        uffd.poison({ address: this.#o.base + BigInt(page * this.#pageSize), length: this.#pageSize, pageSize: this.#pageSize });
+        this.#o.stats.add('poisoned');
+      } catch {
+        // Best effort: the caller's own fail-stop (poisoning every missing page, dropping the client) follows.
       }
     }
+    this.#eexists.delete(page);
+    throw new UffdError(ENOMEM, 'ioctl(UFFDIO_COPY)', { hint: `no memory for the ${String(this.#pageSize >> 10)} KiB page at 0x${this.#address(page).toString(16)}: the huge page pool is exhausted (${cause})` });
   }
 
-  /** The bytes of `run`: straight from the source's memory if it offers them, else read into the scratch. */
-  #readSource(run: Run): Maybe<Read> {
-    const { source, pageSize, stats } = this.#o;
-    const offset = this.#o.sourceOffset + run.start * pageSize;
-    const length = (run.end - run.start) * pageSize;
-    try {
-      const direct = source.view?.(offset, length);
-      if (direct !== undefined) return { ok: true, bytes: direct };
-    } catch {
-      stats.add('sourceErrors'); // a broken zero-copy path: the copying read below may still work
+  /**
+   * The address of the bytes of [start, end): in the source's memory if it has them, else read into the
+   * scratch (or offered by the source's view()). A view of the wrong length is a source error.
+   */
+  #readSource(start: number, end: number, demand: boolean): Maybe<Read> {
+    const { source, stats } = this.#o;
+    const offset = this.#o.sourceOffset + start * this.#pageSize;
+    const length = (end - start) * this.#pageSize;
+    if (offset + length <= this.#memoryLength) return { ok: true, address: this.#memoryAddress + offset };
+    if (source.view !== undefined) {
+      let direct: unknown;
+      try {
+        direct = source.view(offset, length);
+      } catch {
+        stats.add('sourceErrors'); // a broken zero-copy path: the copying read below may still work
+      }
+      if (direct !== undefined) {
+        if (direct instanceof Uint8Array && direct.byteLength === length) return { ok: true, address: addressOfBytes(direct) };
+        stats.add('sourceErrors');
+        const got = direct instanceof Uint8Array ? `${String(direct.byteLength)} bytes` : 'not a Uint8Array';
+        return { ok: false, error: new Error(`source view(${String(offset)}, ${String(length)}) returned ${got}, expected exactly ${String(length)} bytes`) };
+      }
     }
     const target = this.#scratch.subarray(0, length);
     const expected = Math.max(0, Math.min(length, source.length - offset));
     const check = (n: number): Read => {
       if (n !== expected) throw new Error(`source returned ${String(n)} bytes at offset ${String(offset)}, expected ${String(expected)} (shorter than its length ${String(source.length)})`);
       target.fill(0, expected); // past the end of the source: the tail of the last page reads as zeros
-      return { ok: true, bytes: target };
+      return { ok: true, address: this.#scratchAddress };
     };
     // Demand reads are retried with exponential backoff; read-ahead is tried once (its fault will come).
-    const attempts = run.demand ? this.#o.retries + 1 : 1;
+    const attempts = demand ? this.#o.retries + 1 : 1;
     const attempt = (tried: number, lastError: unknown): Maybe<Read> => {
       if (tried === attempts) return { ok: false, error: lastError };
       const failed = (err: unknown): Maybe<Read> => {
@@ -270,43 +378,43 @@ export class PageFiller {
 
   #giveUp(page: number, error: unknown): void {
     const { uffd, pageSize, stats, onSourceError } = this.#o;
-    try {
-      if (onSourceError === 'poison') {
-        // Fail-stop: the toucher gets SIGBUS (SIGSEGV with PROT_NONE before 6.6), never wrong data.
-        if (this.#o.canPoison) uffd.poison({ address: this.#address(page), length: pageSize, pageSize }, { wake: false });
-        else if (this.#o.protect !== undefined) this.#o.protect(this.#address(page), pageSize);
+    if (onSourceError === 'poison') {
+      // Fail-stop: the toucher gets SIGBUS (SIGSEGV with PROT_NONE before 6.6), never wrong data.
+      const address = this.#o.base + BigInt(page * pageSize);
+      try {
+        if (this.#o.canPoison) uffd.poison({ address, length: pageSize, pageSize }, { wake: false });
+        else if (this.#o.protect !== undefined) this.#o.protect(address, pageSize);
         else throw new UffdError(-95 /* EOPNOTSUPP */, 'ioctl(UFFDIO_POISON)', { hint: `the source failed for page ${String(page)} and this kernel cannot poison it (Linux 6.6+)` });
         stats.add('poisoned');
-      } else {
-        this.#zeroFill(page);
-        this.#o.reportSourceError(page, error);
+      } catch (err) {
+        if (!(err instanceof UffdError && err.code === 'EEXIST')) throw err;
       }
-    } catch (err) {
-      if (!isEexist(err)) throw err;
+      this.#served[page] = PRESENT;
+    } else {
+      this.#zeroFill(page, false);
+      this.#o.reportSourceError(page, error);
     }
+  }
+
+  /** Fills one page with zeros: ZEROPAGE, or a copy of zeros on hugetlb (no ZEROPAGE there). */
+  #zeroFill(page: number, wake: boolean): void {
+    const pageSize = this.#pageSize;
+    const dst = this.#address(page);
+    this.#o.stats.add('zeroFilled');
+    const errno = pageSize === PAGE_SIZE
+      ? this.#ioctls.zeropage(dst, pageSize, wake)
+      : this.#ioctls.copy(dst, addressOfBytes((this.#zeroPage ??= new Uint8Array(pageSize))), pageSize, wake);
+    if (errno === 0) this.#woken = wake;
+    else if (errno !== EEXIST) throw new UffdError(errno, pageSize === PAGE_SIZE ? 'ioctl(UFFDIO_ZEROPAGE)' : 'ioctl(UFFDIO_COPY)');
     this.#served[page] = PRESENT;
   }
 
-  /** Fills one page with zeros without waking: ZEROPAGE, or a copy of zeros on hugetlb (no ZEROPAGE there). */
-  #zeroFill(page: number): void {
-    const { uffd, pageSize, stats } = this.#o;
-    try {
-      if (pageSize === PAGE_SIZE) uffd.zeropage({ address: this.#address(page), length: pageSize }, { wake: false });
-      else uffd.copy(this.#address(page), (this.#zeroPage ??= new Uint8Array(pageSize)), { wake: false });
-    } catch (err) {
-      if (!isEexist(err)) throw err;
-    }
-    this.#served[page] = PRESENT;
-    stats.add('zeroFilled');
+  #countServed(pages: number): void {
+    this.#o.stats.add('pagesServed', pages);
+    this.#o.stats.add('bytesServed', pages * this.#pageSize);
   }
 
-  #markServed(start: number, end: number): void {
-    this.#served.fill(PRESENT, start, end);
-    this.#o.stats.add('pagesServed', end - start);
-    this.#o.stats.add('bytesServed', (end - start) * this.#o.pageSize);
-  }
-
-  #address(page: number): bigint {
-    return this.#o.base + BigInt(page * this.#o.pageSize);
+  #address(page: number): number {
+    return this.#base + page * this.#pageSize;
   }
 }

@@ -13,6 +13,8 @@ import { inspect } from 'node:util';
 import { failMissingPages } from '../fill/fail-missing.js';
 import { protectNone } from '../core/mapping.js';
 import { PageFiller } from '../fill/page-filler.js';
+import { MessageBatch } from '../fill/message-batch.js';
+import { FdWatcher } from '../core/watch.js';
 import type { SourceErrorPolicy } from '../fill/page-filler.js';
 import { SharedStats } from '../fill/stats.js';
 import { errorFields } from '../sources/source-error.js';
@@ -93,11 +95,7 @@ async function run(serve: Extract<ToWorker, { type: 'serve' }>): Promise<void> {
       failure ??= err;
       stop.abort();
     });
-    for await (const event of uffd.events({ signal: stop.signal })) {
-      if (event.type !== 'pagefault') continue;
-      const served = resolver.fault(event.address);
-      if (served instanceof Promise) await served; // only asynchronous sources cost a promise turn
-    }
+    await serveFaults(uffd, resolver, stop.signal);
     await prefetching;
   } catch (err) {
     failure ??= err;
@@ -113,4 +111,56 @@ async function run(serve: Extract<ToWorker, { type: 'serve' }>): Promise<void> {
     process.off('exit', onAbruptExit);
     uffd.close();
   }
+}
+
+/**
+ * Serves fault messages until `signal` aborts or serving fails. A wake-up reads and serves until nothing is
+ * pending: a faulter woken by the last copy has often faulted again by then, and a read(2) costs less than
+ * a turn of the event loop. Synchronous while the filler is; a fault that goes asynchronous pauses the
+ * watcher (level-triggered: it would fire on every loop turn meanwhile) and the batch resumes after it.
+ */
+function serveFaults(uffd: Userfaultfd, resolver: PageFiller, signal: AbortSignal): Promise<void> {
+  const batch = new MessageBatch(64);
+  return new Promise<void>((resolve, reject) => {
+    let done = false;
+    const finish = (err?: unknown): void => {
+      if (done) return;
+      done = true;
+      watcher.stop();
+      signal.removeEventListener('abort', onAbort);
+      if (err === undefined) resolve();
+      else reject(err instanceof Error ? err : new Error(inspect(err)));
+    };
+    const onAbort = (): void => { finish(); };
+    /** Serves the batch from message `next` on, then reads more; false once it waits on a promise. */
+    const pump = (next: number): void => {
+      try {
+        for (;;) {
+          for (let i = next; i < batch.count; i++) {
+            if (done) return;
+            // LazyMemory enables no events: anything but a fault is nothing to act on.
+            if (!batch.isFault(i)) continue;
+            const served = resolver.fault(batch.address(i));
+            if (served instanceof Promise) {
+              watcher.pause();
+              served.then(() => {
+                if (done) return;
+                watcher.resume();
+                pump(i + 1);
+              }, finish);
+              return;
+            }
+          }
+          next = 0;
+          if (done || batch.read(uffd) === 0) return;
+        }
+      } catch (err) {
+        finish(err);
+      }
+    };
+    const watcher = new FdWatcher(uffd.fd, () => { pump(batch.count); }, finish);
+    if (signal.aborted) finish();
+    else signal.addEventListener('abort', onAbort);
+    pump(batch.count);
+  });
 }

@@ -233,11 +233,20 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     }
     const { regions, version } = reader.handshake();
     const recorded: number[] = [];
-    const session = new ClientSession({
-      uffd, regions, source: this.#source, readahead: this.#o.readahead, canPoison: probe().features.has('POISON'),
-      onGone: (reason) => { const c = this.#served.get(id); if (c !== undefined) this.#drop(c, reason); },
-      ...(this.#o.record === undefined ? {} : { record: (offset: number) => { recorded.push(offset); } }),
-    });
+    let session: ClientSession;
+    try {
+      session = new ClientSession({
+        uffd, regions, source: this.#source, readahead: this.#o.readahead, canPoison: probe().features.has('POISON'),
+        onGone: (reason) => { const c = this.#served.get(id); if (c !== undefined) this.#drop(c, reason); },
+        ...(this.#o.record === undefined ? {} : { record: (offset: number) => { recorded.push(offset); } }),
+      });
+    } catch (err) {
+      // Regions no process could have (beyond 2^53): nothing to serve.
+      uffd.close();
+      native.close(pidfd);
+      refuse(`its regions cannot be served: ${err instanceof Error ? err.message : String(err)}`);
+      return;
+    }
     // The client's liveness is its process, not the socket: Firecracker before 1.12 closes the socket
     // right after the handshake. A pidfd becomes readable when the process exits.
     const client: Served = {

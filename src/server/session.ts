@@ -11,6 +11,7 @@ import { fixedReadahead } from '../policy/readahead.js';
 import type { PageSource } from '../sources/source.js';
 import type { Userfaultfd, UffdEventOf } from '../core/uffd.js';
 import { FdWatcher } from '../core/watch.js';
+import { MessageBatch } from '../fill/message-batch.js';
 
 export interface GuestRegion {
   baseHostVirtAddr: bigint;
@@ -36,7 +37,9 @@ const READ_BATCH = 128;
 interface RegionState {
   region: GuestRegion;
   filler: PageFiller;
-  end: bigint;
+  /** The region's address range as Numbers (user-space addresses are below 2^53). */
+  start: number;
+  end: number;
 }
 
 export class ClientSession {
@@ -47,7 +50,8 @@ export class ClientSession {
   readonly #record: ((offset: number) => void) | undefined;
   readonly #recorded = new Set<number>();
   #watcher: FdWatcher | undefined;
-  #deferred: bigint[] = [];
+  readonly #batch = new MessageBatch(READ_BATCH);
+  #deferred: number[] = [];
   #busy = false;
   #again = false;
   #removes = 0;
@@ -69,7 +73,8 @@ export class ClientSession {
     this.#record = options.record;
     this.#regions = options.regions.map((region) => ({
       region,
-      end: region.baseHostVirtAddr + BigInt(region.size),
+      start: Number(region.baseHostVirtAddr),
+      end: Number(region.baseHostVirtAddr) + region.size,
       filler: new PageFiller({
         uffd: options.uffd, source: options.source, base: region.baseHostVirtAddr, pageSize: region.pageSize,
         pages: region.size / region.pageSize, sourceOffset: region.offset, policy: fixedReadahead(options.readahead),
@@ -144,25 +149,26 @@ export class ClientSession {
     while (this.#again || this.#deferred.length > 0) {
       if (this.#closed) break;
       this.#again = false;
-      let events: UffdEventOf[];
+      const batch = this.#batch;
+      let read: number;
       try {
-        events = this.#uffd.read(READ_BATCH);
+        read = batch.read(this.#uffd);
       } catch (err) {
         this.#handleError(err);
         break;
       }
       // Read until EAGAIN: a vCPU woken by the last resolve has often faulted again by now, and a read(2) is
       // cheaper than a turn of the event loop.
-      if (events.length > 0) this.#again = true;
-      for (const event of events) {
-        if (event.type === 'pagefault') this.#deferred.push(event.address);
-        else this.#apply(event);
-      }
+      if (read > 0) this.#again = true;
+      // Events first: the kernel hands out queued faults before queued events, so a REMOVE that happened
+      // before a fault of this batch is applied before that fault is served.
+      for (let i = 0; i < read; i++) if (!batch.isFault(i)) this.#apply(batch.event(this.#uffd, i));
       if (this.#closed) break;
-      const faults = this.#deferred;
+      const faults = this.#deferred; // faults deferred earlier go first
       this.#deferred = [];
+      for (let i = 0; i < read; i++) if (batch.isFault(i)) faults.push(batch.address(i));
       for (let i = 0; i < faults.length; i++) {
-        const outcome = this.#serve(faults[i] ?? 0n);
+        const outcome = this.#serve(faults[i] ?? 0);
         if (outcome instanceof Promise) {
           this.#watcher?.pause();
           void outcome.then((o) => {
@@ -176,7 +182,7 @@ export class ClientSession {
         }
         if (!this.#settle(outcome, faults, i)) break;
       }
-      if (this.#deferred.length > 0 && events.length === 0) {
+      if (this.#deferred.length > 0 && read === 0) {
         // EAGAIN although the event was read: the kernel lowers its "memory changing" count only when the
         // mutating thread runs again. Retry on the next loop turn rather than spin here.
         setImmediate(() => { this.#pump(); });
@@ -187,7 +193,7 @@ export class ClientSession {
   }
 
   /** Records the outcome of serving faults[i]; false when the rest of the batch must wait. */
-  #settle(outcome: Outcome, faults: bigint[], i: number): boolean {
+  #settle(outcome: Outcome, faults: number[], i: number): boolean {
     if (outcome === 'done') return true;
     if (outcome === 'deferred') {
       // An event is pending: read it first, then retry this fault and the rest.
@@ -205,7 +211,8 @@ export class ClientSession {
         this.#removes++;
         for (const r of this.#regions) {
           const start = event.start > r.region.baseHostVirtAddr ? event.start : r.region.baseHostVirtAddr;
-          const end = event.end < r.end ? event.end : r.end;
+          const regionEnd = r.region.baseHostVirtAddr + BigInt(r.region.size);
+          const end = event.end < regionEnd ? event.end : regionEnd;
           if (start >= end) continue;
           const size = BigInt(r.region.pageSize);
           r.filler.removed(Number((start - r.region.baseHostVirtAddr) / size), Number((end - r.region.baseHostVirtAddr + size - 1n) / size));
@@ -223,10 +230,10 @@ export class ClientSession {
     }
   }
 
-  #serve(address: bigint): Maybe<Outcome> {
+  #serve(address: number): Maybe<Outcome> {
     let state: RegionState | undefined;
     for (const r of this.#regions) {
-      if (address >= r.region.baseHostVirtAddr && address < r.end) {
+      if (address >= r.start && address < r.end) {
         state = r;
         break;
       }
@@ -251,9 +258,9 @@ export class ClientSession {
     return 'gone';
   }
 
-  #noteFirstFault(state: RegionState, address: bigint): void {
-    const size = BigInt(state.region.pageSize);
-    const offset = state.region.offset + Number(((address - state.region.baseHostVirtAddr) / size) * size);
+  #noteFirstFault(state: RegionState, address: number): void {
+    const size = state.region.pageSize;
+    const offset = state.region.offset + Math.floor((address - state.start) / size) * size;
     if (this.#recorded.has(offset)) return;
     this.#recorded.add(offset);
     this.#record?.(offset);

@@ -8,6 +8,7 @@
 import { closeSync, readSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Mapping } from '../core/mapping.js';
+import { addressOfBytes } from '../core/fill-ioctls.js';
 import { describe as describeValue } from '../validate.js';
 import { openSourceFile } from './source-error.js';
 
@@ -25,9 +26,21 @@ export interface PageSource {
   close?(): void | Promise<void>;
   /**
    * Optional zero-copy path: the source's bytes already in this process's memory (a read-only mapping),
-   * for UFFDIO_COPY to read directly. The view must cover [offset, offset + length).
+   * for UFFDIO_COPY to read directly. The view must be exactly [offset, offset + length): any other length
+   * is a source error (handled by the error policy, like a failed read); undefined means "use read()".
    */
   view?(offset: number, length: number): Uint8Array | undefined;
+  /** Built-in sources only: the source's bytes at a fixed address of this process, copied from directly. */
+  readonly [sourceMemory]?: SourceMemory;
+}
+
+/** The key of a built-in source's memory (not exported from the package: user sources use view()). */
+export const sourceMemory = Symbol('sourceMemory');
+
+/** Bytes [0, length) of a source at `address` in this process, alive until the source is closed. */
+export interface SourceMemory {
+  readonly address: number;
+  readonly length: number;
 }
 
 export type SourceSpec =
@@ -36,10 +49,15 @@ export type SourceSpec =
   | { kind: 'zero'; length: number }
   | { kind: 'module'; url: string; options: unknown };
 
-/** A file: `pread` (the default) reads with pread(2); `mmap` copies straight from a read-only mapping. */
+/**
+ * A file: `mmap` (the default) copies straight from a read-only mapping of it, faulting its pages in from the
+ * page cache as they are copied; `pread` reads each range with pread(2) into a buffer and copies that (a
+ * second copy and a call per fault: measured 2-3x slower, bench/lazy). On a file system that cannot map
+ * files (ENODEV) the file is read with pread either way.
+ */
 export function fileSource(path: string, options?: { access?: 'pread' | 'mmap' }): SourceSpec {
   if (typeof path !== 'string' || path.length === 0) throw new TypeError(`path must be a non-empty string, got ${describeValue(path)}`);
-  const access = options?.access ?? 'pread';
+  const access = options?.access ?? 'mmap';
   if (access !== 'pread' && access !== 'mmap') throw new TypeError(`access must be 'pread' or 'mmap', got ${describeValue(access)}`);
   return { kind: 'file', path, access };
 }
@@ -78,7 +96,7 @@ export function moduleSource(module: string | URL, options?: unknown): SourceSpe
 export async function openSource(spec: SourceSpec): Promise<PageSource> {
   switch (spec.kind) {
     case 'file':
-      return spec.access === 'mmap' ? openMappedFile(spec.path, spec.populate ?? false) : openPreadFile(spec.path);
+      return spec.access === 'mmap' ? openMappedOrPread(spec.path, spec.populate ?? false) : openPreadFile(spec.path);
     case 'buffer':
       return openBuffer(new Uint8Array(spec.data, spec.byteOffset, spec.byteLength));
     case 'zero':
@@ -110,11 +128,18 @@ function openPreadFile(path: string): PageSource {
   };
 }
 
-function openMappedFile(path: string, populate: boolean): PageSource {
+function openMappedOrPread(path: string, populate: boolean): PageSource {
   const checked = openSourceFile(path);
   closeSync(checked.fd);
-  const mapping = Mapping.file(path, { populate, length: checked.length });
   const { length } = checked;
+  let mapping: Mapping;
+  try {
+    mapping = Mapping.file(path, { populate, length });
+  } catch (err) {
+    // A file system that cannot map files (ENODEV): read it instead. Anything else is an error.
+    if ((err as { code?: unknown }).code !== 'ENODEV') throw err;
+    return openPreadFile(path);
+  }
   // One view per 1 GiB window, made once: a view per read would cost an external buffer per fault.
   const windows: Uint8Array[] = [];
   const window = (index: number): Uint8Array => {
@@ -124,6 +149,8 @@ function openMappedFile(path: string, populate: boolean): PageSource {
   };
   return {
     length,
+    // The whole mapping: past the end of the file its last page reads as zeros, as a source's tail must.
+    [sourceMemory]: { address: Number(mapping.address), length: mapping.length },
     read(offset, target) {
       const n = clip(length, offset, target.length);
       for (let done = 0; done < n;) {
@@ -136,11 +163,6 @@ function openMappedFile(path: string, populate: boolean): PageSource {
       }
       return n;
     },
-    view(offset, n) {
-      const from = offset % WINDOW;
-      if (offset + n > mapping.length || from + n > WINDOW) return undefined; // crosses a window: read() copies
-      return window(Math.floor(offset / WINDOW)).subarray(from, from + n);
-    },
     close: () => { mapping.close(); },
   };
 }
@@ -150,12 +172,12 @@ const WINDOW = 1 << 30;
 function openBuffer(bytes: Uint8Array): PageSource {
   return {
     length: bytes.length,
+    [sourceMemory]: { address: addressOfBytes(bytes), length: bytes.length },
     read(offset, target) {
       const n = clip(bytes.length, offset, target.length);
       target.set(bytes.subarray(offset, offset + n));
       return n;
     },
-    view: (offset, n) => (offset + n <= bytes.length ? bytes.subarray(offset, offset + n) : undefined),
   };
 }
 
