@@ -93,8 +93,8 @@ export class LazyMemory extends EventEmitter {
   static async open(options: LazyMemoryOptions): Promise<LazyMemory> {
     const o = checkOptionsObject(options, 'LazyMemory.open options', OPTIONS);
     const source = o.source as SourceSpec | undefined;
-    if (source === undefined || typeof source !== 'object' || !['file', 'buffer', 'zero', 'module'].includes((source as { kind?: unknown }).kind as string)) {
-      throw new TypeError(`source must come from fileSource(), bufferSource(), zeroSource() or moduleSource(), got ${describe(source)}`);
+    if (source === undefined || typeof source !== 'object' || !['file', 'buffer', 'zero', 'module', 'remote'].includes((source as { kind?: unknown }).kind as string)) {
+      throw new TypeError(`source must come from fileSource(), bufferSource(), zeroSource(), moduleSource() or httpSource(), got ${describe(source)}`);
     }
     const readahead = o.readahead ?? 'auto';
     if (readahead !== 'auto' && !(Number.isSafeInteger(readahead) && (readahead as number) >= 1 && (readahead as number) <= 65536)) {

@@ -6,6 +6,8 @@ import { EventEmitter } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { openSource } from '../sources/source.js';
 import type { PageSource } from '../sources/source.js';
+import { memorySource } from '../sources/memory-location.js';
+import type { MemoryLocation } from '../sources/memory-location.js';
 import { Userfaultfd } from '../core/uffd.js';
 import { probe } from '../probe/probe.js';
 import { native } from '../binding.js';
@@ -21,8 +23,8 @@ import type { UnixConnection } from '../core/unix-socket.js';
 export interface PageServerOptions {
   /** The Unix socket to listen on (created 0600; a stale socket file left by a dead server is replaced). */
   socket: string;
-  /** The snapshot's memory file: the regions back to back. Only ever read within its bounds. */
-  memory: string;
+  /** The snapshot's memory: a file, an http(s) URL or httpSource(...), the regions back to back. Only read within its bounds. */
+  memory: MemoryLocation;
   /** Pages filled per fault, the faulting one included (default 1). */
   readahead?: number;
   handshakeTimeoutMs?: number;
@@ -96,7 +98,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
 
   static async listen(options: PageServerOptions): Promise<PageServer> {
     const o = checkOptionsObject(options, 'PageServer.listen options', OPTIONS) as unknown as PageServerOptions;
-    if (typeof o.memory !== 'string' || o.memory.length === 0) throw new TypeError(`memory must be a file path, got ${describe(o.memory)}`);
+    const memory = memorySource(o.memory);
     const resolved = {
       ...o,
       readahead: positiveInt(o.readahead, 'readahead', 1, 65536),
@@ -109,9 +111,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
       throw new TypeError(`allowUids must be an array of uids, got ${describe(o.allowUids)}`);
     }
     const prefetch = o.prefetch === undefined ? [] : readWorkingSet(o.prefetch);
-    // Populated up front (as Firecracker's own example handler does): every UFFDIO_COPY then reads mapped
-    // pages, instead of taking a page-cache fault per source page inside the ioctl.
-    const source = await openSource({ kind: 'file', path: o.memory, access: 'mmap', populate: true });
+    const source = await openSource(memory.spec);
     let listener: UnixListener;
     try {
       listener = UnixListener.listen(o.socket);
@@ -120,7 +120,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
       throw err;
     }
     const server = new PageServer(listener, source, resolved, prefetch);
-    setImmediate(() => { server.#log({ event: 'listening', socket: listener.path, memory: o.memory, memoryBytes: source.length }); });
+    setImmediate(() => { server.#log({ event: 'listening', socket: listener.path, memory: memory.label, memoryBytes: source.length }); });
     return server;
   }
 

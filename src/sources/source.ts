@@ -11,6 +11,7 @@ import { Mapping } from '../core/mapping.js';
 import { addressOfBytes } from '../core/fill-ioctls.js';
 import { describe as describeValue } from '../validate.js';
 import { openSourceFile } from './source-error.js';
+import type { RemoteSpec } from './http-source.js';
 
 /** A source of bytes, read a page-aligned range at a time. */
 export interface PageSource {
@@ -47,7 +48,8 @@ export type SourceSpec =
   | { kind: 'file'; path: string; access: 'pread' | 'mmap'; populate?: boolean }
   | { kind: 'buffer'; data: SharedArrayBuffer; byteOffset: number; byteLength: number }
   | { kind: 'zero'; length: number }
-  | { kind: 'module'; url: string; options: unknown };
+  | { kind: 'module'; url: string; options: unknown }
+  | RemoteSpec;
 
 /**
  * A file: `mmap` (the default) copies straight from a read-only mapping of it, faulting its pages in from the
@@ -103,6 +105,8 @@ export async function openSource(spec: SourceSpec): Promise<PageSource> {
       return { length: spec.length, read: (offset, target) => { const n = clip(spec.length, offset, target.length); target.fill(0, 0, n); return n; } };
     case 'module':
       return openModule(spec.url, spec.options);
+    case 'remote':
+      return (await import('./remote-source.js')).openRemoteSource(spec);
   }
 }
 
