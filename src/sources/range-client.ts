@@ -79,9 +79,9 @@ export class RangeClient {
     return this.#withRetries(0, length, true);
   }
 
-  /** The bytes [start, end) of the object seen at open. */
-  async get(start: number, end: number): Promise<Uint8Array> {
-    return this.#withRetries(start, end, false);
+  /** The bytes [start, end) of the object seen at open; `label` (e.g. the chunk) leads any error message. */
+  async get(start: number, end: number, label?: string): Promise<Uint8Array> {
+    return this.#withRetries(start, end, false, label);
   }
 
   close(): void {
@@ -89,12 +89,15 @@ export class RangeClient {
     this.#agents.https.destroy();
   }
 
-  async #withRetries(start: number, end: number, opening: boolean): Promise<Uint8Array> {
+  async #withRetries(start: number, end: number, opening: boolean, label?: string): Promise<Uint8Array> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.#request(this.#url, start, end, opening, this.#o.maxRedirects ?? 5);
+        return await this.#request(this.#url, start, end, opening, this.#o.maxRedirects ?? 5, label);
       } catch (err) {
-        if (!(err instanceof RemoteSourceError) || !err.retryable || attempt >= this.#o.retries) throw err;
+        if (!(err instanceof RemoteSourceError) || !err.retryable || attempt >= this.#o.retries) {
+          if (err instanceof RemoteSourceError && attempt > 0) err.message += ` after ${String(attempt + 1)} attempts`;
+          throw err;
+        }
         this.stats.retries++;
         const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** attempt);
         await sleep(delay / 2 + Math.random() * (delay / 2));
@@ -102,13 +105,13 @@ export class RangeClient {
     }
   }
 
-  #request(url: URL, start: number, end: number, opening: boolean, redirectsLeft: number): Promise<Uint8Array> {
+  #request(url: URL, start: number, end: number, opening: boolean, redirectsLeft: number, label?: string): Promise<Uint8Array> {
     const identity = this.#identity;
     const headers: Record<string, string> = { ...this.#o.headers, range: `bytes=${String(start)}-${String(end - 1)}`, 'accept-encoding': 'identity' };
     // A strong ETag lets the server refuse a replaced object itself (412); weak ones cannot be matched.
     if (identity?.etag !== undefined && !identity.etag.startsWith('W/')) headers['if-match'] = identity.etag;
     const signed = this.#o.sign === undefined ? headers : { ...headers, ...this.#o.sign({ method: 'GET', url, headers }) };
-    const what = `bytes ${String(start)}-${String(end - 1)}`;
+    const what = `${label === undefined ? '' : `${label}, `}bytes ${String(start)}-${String(end - 1)}`;
     this.stats.requests++;
     return new Promise<Uint8Array>((resolve, reject) => {
       const secure = url.protocol === 'https:';
@@ -134,7 +137,7 @@ export class RangeClient {
           settled = true;
           // A permanent redirect found at open is where the object lives: later ranges go there directly.
           if (opening && (status === 301 || status === 308)) this.#url = next;
-          resolve(this.#request(next, start, end, opening, redirectsLeft - 1));
+          resolve(this.#request(next, start, end, opening, redirectsLeft - 1, label));
           return;
         }
         if (status !== 206) {

@@ -28,7 +28,7 @@ export async function openRemoteSource(spec: RemoteSpec): Promise<RemotePageSour
       length: identity.length,
       chunkSize: spec.chunkSize,
       ahead: spec.concurrency,
-      fetch: (index, urgent) => queue.run(index, urgent, () => client.get(index * spec.chunkSize, Math.min(identity.length, (index + 1) * spec.chunkSize))),
+      fetch: (index, urgent) => queue.run(index, urgent, () => client.get(index * spec.chunkSize, Math.min(identity.length, (index + 1) * spec.chunkSize), `chunk ${String(index)}`)),
       promote: (index) => { queue.promote(index); },
       close: () => { client.close(); },
       transportStats: () => ({ ...client.stats }),
