@@ -159,6 +159,16 @@ static napi_value mem_address_of(napi_env env, napi_callback_info info) {
   return make_u64(env, (uint64_t)(uintptr_t)data);
 }
 
+/* byteLengthOf(view) -> the view's length in bytes as V8 holds it: a JavaScript byteLength property can be
+ * redefined by user code, so lengths of memory handed to the kernel come from here. */
+static napi_value mem_byte_length_of(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  void *data;
+  size_t len;
+  if (!get_args(env, info, 1, argv) || !arg_bytes(env, argv[0], &data, &len)) return NULL;
+  return make_i64(env, (int64_t)len);
+}
+
 /* pageSize() -> the base page size */
 static napi_value mem_page_size(napi_env env, napi_callback_info info) {
   return make_i64(env, sysconf(_SC_PAGESIZE));
@@ -174,5 +184,6 @@ void register_memory(napi_env env, napi_value exports) {
   export_fn(env, exports, "mprotect", mem_mprotect);
   export_fn(env, exports, "memfdCreate", mem_memfd_create);
   export_fn(env, exports, "addressOf", mem_address_of);
+  export_fn(env, exports, "byteLengthOf", mem_byte_length_of);
   export_fn(env, exports, "pageSize", mem_page_size);
 }

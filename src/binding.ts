@@ -32,6 +32,7 @@ export interface NativeBinding {
   mprotect(address: bigint, length: number, prot: number): number;
   memfdCreate(name: string, flags: number): number;
   addressOf(view: ArrayBufferView | ArrayBuffer): bigint;
+  byteLengthOf(view: ArrayBufferView | ArrayBuffer): number;
   pageSize(): number;
   // poll.c
   pollStart(fd: number, events: number, callback: (status: number, events: number) => void): Watcher | number;

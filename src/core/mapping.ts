@@ -10,6 +10,7 @@ import type { Region } from '../binding.js';
 import { native } from '../binding.js';
 import { check, UffdError } from '../errors.js';
 import { checkBoolean, checkOptionsObject, describe, isPositiveInt, PAGE_SIZE } from '../validate.js';
+import { markUntransferable } from './untransferable.js';
 
 /** The largest external ArrayBuffer this Node allows (4 GiB on Node 20). */
 export const MAX_BUFFER_LENGTH = bufferConstants.MAX_LENGTH;
@@ -23,6 +24,12 @@ export function hugePageSize(): number {
 export function freeHugePages(): number {
   const match = /^HugePages_Free:\s+(\d+)$/m.exec(readMeminfo());
   return match?.[1] === undefined ? 0 : Number(match[1]);
+}
+
+/** Free huge pages not yet promised to a mapping (HugePages_Free counts the reserved ones too). */
+export function unreservedHugePages(): number {
+  const reserved = /^HugePages_Rsvd:\s+(\d+)$/m.exec(readMeminfo());
+  return freeHugePages() - (reserved?.[1] === undefined ? 0 : Number(reserved[1]));
 }
 
 function readMeminfo(): string {
@@ -43,7 +50,18 @@ interface MapRequest {
   ownsFd: boolean;
   memfd: boolean;
   shared: boolean;
+  hugetlb: boolean;
 }
+
+const ENOMEM = -12;
+
+/**
+ * Advices Mapping.madvise() refuses although they retire no physical page: their effect is a signal on the
+ * next touch, which kills a Node process (a JS thread cannot survive SIGSEGV).
+ */
+const REFUSED_ADVICE: Partial<Record<MadviseName, string>> = {
+  GUARD_INSTALL: 'a guard region makes the next touch of these pages SIGSEGV, which kills the process',
+};
 
 export class Mapping {
   readonly address: bigint;
@@ -62,7 +80,12 @@ export class Mapping {
     const result = native.mmap(request.length, request.prot, request.flags, request.fd, request.offset);
     if (typeof result === 'number') {
       if (request.ownsFd) closeSync(request.fd);
-      throw new UffdError(result, 'mmap');
+      // Huge pages are reserved at mmap (no MAP_NORESERVE): ENOMEM means the pool cannot hold the mapping,
+      // where a mapping without the reservation would map and then SIGBUS on a touch.
+      const hint = request.hugetlb && result === ENOMEM
+        ? { hint: `the huge page pool cannot hold ${String(request.length / request.pageSize)} pages of ${String(request.pageSize)} bytes: ${String(unreservedHugePages())} are free and unreserved (vm.nr_hugepages)` }
+        : undefined;
+      throw new UffdError(result, 'mmap', hint);
     }
     if (request.ownsFd) ownedFds.register(this, request.fd, this);
     this.#region = result;
@@ -73,7 +96,10 @@ export class Mapping {
     this.fd = request.memfd ? request.fd : -1;
   }
 
-  /** Private anonymous memory (MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE), 4 KiB or huge pages. */
+  /**
+   * Private anonymous memory (MAP_PRIVATE|MAP_ANONYMOUS), 4 KiB pages with MAP_NORESERVE, or huge pages
+   * reserved up front: a mapping the huge page pool cannot hold fails here with ENOMEM instead of SIGBUS later.
+   */
   static anonymous(length: number, options?: { hugetlb?: boolean }): Mapping {
     const opts = checkOptionsObject(options, 'Mapping.anonymous options', ['hugetlb']);
     const hugetlb = checkBoolean(opts.hugetlb, 'hugetlb') ?? false;
@@ -81,8 +107,8 @@ export class Mapping {
     checkMapLength(length);
     return new Mapping({
       length: roundUp(length, pageSize), pageSize, prot: PROT.READ | PROT.WRITE,
-      flags: MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE | (hugetlb ? MAP.HUGETLB : 0),
-      fd: -1, offset: 0, ownsFd: false, memfd: false, shared: false,
+      flags: MAP.PRIVATE | MAP.ANONYMOUS | (hugetlb ? MAP.HUGETLB : MAP.NORESERVE),
+      fd: -1, offset: 0, ownsFd: false, memfd: false, shared: false, hugetlb,
     });
   }
 
@@ -107,8 +133,8 @@ export class Mapping {
     }
     return new Mapping({
       length: size, pageSize, prot: PROT.READ | PROT.WRITE,
-      flags: (isPrivate ? MAP.PRIVATE : MAP.SHARED) | MAP.NORESERVE,
-      fd, offset: 0, ownsFd: true, memfd: true, shared: !isPrivate,
+      flags: (isPrivate ? MAP.PRIVATE : MAP.SHARED) | (hugetlb ? 0 : MAP.NORESERVE),
+      fd, offset: 0, ownsFd: true, memfd: true, shared: !isPrivate, hugetlb,
     });
   }
 
@@ -128,12 +154,18 @@ export class Mapping {
     }
     const fd = openSync(path, writable && shared ? fsConstants.O_RDWR : fsConstants.O_RDONLY);
     try {
-      const length = opts.length ?? fstatSync(fd).size - offset;
+      const size = fstatSync(fd).size;
+      const length = opts.length ?? size - offset;
       checkMapLength(length);
+      // A touch past the page that holds the end of the file is SIGBUS: refuse to map beyond it. (A file that
+      // shrinks after this check can still do it; that stays the owner's responsibility.)
+      if (offset + length > roundUp(size, PAGE_SIZE)) {
+        throw new RangeError(`offset ${String(offset)} + length ${String(length)} reaches past the end of ${path} (${String(size)} bytes); a touch there would be SIGBUS`);
+      }
       return new Mapping({
-        length: roundUp(length as number, PAGE_SIZE), pageSize: PAGE_SIZE,
+        length: roundUp(length, PAGE_SIZE), pageSize: PAGE_SIZE,
         prot: PROT.READ | (writable ? PROT.WRITE : 0), flags: (shared ? MAP.SHARED : MAP.PRIVATE) | (populate ? MAP.POPULATE : 0),
-        fd, offset, ownsFd: false, memfd: false, shared,
+        fd, offset, ownsFd: false, memfd: false, shared, hugetlb: false,
       });
     } finally {
       closeSync(fd); // the mapping keeps the file open
@@ -147,7 +179,7 @@ export class Mapping {
     // Its own descriptor: the alias outlives the original's close(), and alias().alias() must not map
     // whatever file reused a closed number.
     const fd = check(native.dupCloexec(this.fd), 'fcntl(F_DUPFD_CLOEXEC)');
-    return new Mapping({ ...this.#request, fd, flags: MAP.SHARED | MAP.NORESERVE, ownsFd: true, shared: true });
+    return new Mapping({ ...this.#request, fd, flags: MAP.SHARED | (this.#request.hugetlb ? 0 : MAP.NORESERVE), ownsFd: true, shared: true });
   }
 
   get closed(): boolean {
@@ -172,6 +204,7 @@ export class Mapping {
     if (offset + length > this.length) throw new RangeError(`view [${String(offset)}, ${String(offset + length)}) is outside the mapping of ${String(this.length)} bytes`);
     if (length > MAX_BUFFER_LENGTH) throw new RangeError(`view of ${String(length)} bytes exceeds this Node's ArrayBuffer limit (${String(MAX_BUFFER_LENGTH)})`);
     const buffer = native.regionBuffer(this.#region, offset, length);
+    markUntransferable(buffer);
     const ref = new WeakRef(buffer);
     this.#buffers.add(ref);
     collectedBuffers.register(buffer, { set: this.#buffers, ref });
@@ -183,6 +216,8 @@ export class Mapping {
     const info = MADVISE.find((a) => a.name === advice);
     if (info === undefined) throw new TypeError(`unknown madvise advice ${describe(advice)}`);
     if (!info.safe) throw new RangeError(`madvise(${advice}) with a length retires physical pages for good; not done here`);
+    const refused = REFUSED_ADVICE[advice];
+    if (refused !== undefined) throw new RangeError(`madvise(${advice}) is refused: ${refused}`);
     if (!Number.isSafeInteger(offset) || offset < 0 || offset % PAGE_SIZE !== 0) throw new RangeError(`offset must be a page-aligned non-negative integer, got ${describe(offset)}`);
     if (!Number.isSafeInteger(length) || length < 0 || offset + length > this.length) throw new RangeError(`length ${describe(length)} reaches outside the mapping`);
     check(native.madvise(this.address + BigInt(offset), length, info.value), `madvise(MADV_${advice})`);
@@ -217,7 +252,7 @@ export class Mapping {
 const ownedFds = new FinalizationRegistry<number>((fd) => { closeSync(fd); });
 const collectedBuffers = new FinalizationRegistry<{ set: Set<WeakRef<ArrayBuffer>>; ref: WeakRef<ArrayBuffer> }>(({ set, ref }) => { set.delete(ref); });
 
-function checkMapLength(length: unknown): void {
+function checkMapLength(length: unknown): asserts length is number {
   if (!isPositiveInt(length)) throw new RangeError(`length must be a positive integer, got ${describe(length)}`);
 }
 

@@ -204,7 +204,8 @@ export class Userfaultfd {
     const o = checkOptionsObject(options, 'copy options', ['wake', 'wp']);
     checkAddress(dst, 'dst', PAGE_SIZE);
     if (!ArrayBuffer.isView(src)) throw new TypeError(`src must be an ArrayBufferView, got ${describe(src)}`);
-    const length = checkLength(src.byteLength, 'src.byteLength', PAGE_SIZE);
+    // The length V8 holds, not the byteLength property: user code can redefine that to read past the view.
+    const length = checkLength(native.byteLengthOf(src), 'src.byteLength', PAGE_SIZE);
     const mode = (checkBoolean(o.wake, 'wake') === false ? COPY_MODE.DONTWAKE : 0n) | (checkBoolean(o.wp, 'wp') === true ? COPY_MODE.WP : 0n);
     const source = native.addressOf(src);
     return this.#resolve(REQ.COPY, 'ioctl(UFFDIO_COPY)', dst, source, length, mode);
