@@ -22,6 +22,11 @@ export function addressOfBytes(view: ArrayBufferView): number {
   return Number(native.addressOf(view));
 }
 
+/** A view's length as V8 holds it: a source's view can carry a redefined byteLength property. */
+export function byteLengthOfBytes(view: ArrayBufferView): number {
+  return native.byteLengthOf(view);
+}
+
 export class FillIoctls {
   readonly #uffd: Userfaultfd;
   readonly #bytes = new Uint8Array(STRUCTS.uffdio_copy.size);

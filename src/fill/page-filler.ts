@@ -17,7 +17,7 @@ import type { PageSource } from '../sources/source.js';
 import { sourceMemory } from '../sources/source.js';
 import { UffdError } from '../errors.js';
 import type { Userfaultfd } from '../core/uffd.js';
-import { addressOfBytes, FillIoctls } from '../core/fill-ioctls.js';
+import { addressOfBytes, byteLengthOfBytes, FillIoctls } from '../core/fill-ioctls.js';
 import type { FillStats } from './stats.js';
 import { PAGE_SIZE } from '../validate.js';
 
@@ -343,9 +343,9 @@ export class PageFiller {
         stats.add('sourceErrors'); // a broken zero-copy path: the copying read below may still work
       }
       if (direct !== undefined) {
-        if (direct instanceof Uint8Array && direct.byteLength === length) return { ok: true, address: addressOfBytes(direct) };
+        if (direct instanceof Uint8Array && byteLengthOfBytes(direct) === length) return { ok: true, address: addressOfBytes(direct) };
         stats.add('sourceErrors');
-        const got = direct instanceof Uint8Array ? `${String(direct.byteLength)} bytes` : 'not a Uint8Array';
+        const got = direct instanceof Uint8Array ? `${String(byteLengthOfBytes(direct))} bytes` : 'not a Uint8Array';
         return { ok: false, error: new Error(`source view(${String(offset)}, ${String(length)}) returned ${got}, expected exactly ${String(length)} bytes`) };
       }
     }
