@@ -31,3 +31,7 @@ export type { GuestRegion, Handshake, HandshakeVersion } from './server/firecrac
 export { DirtyTracker } from './track/dirty-tracker.js';
 export type { CollectResult, DirtyTrackerOptions, TrackMethod } from './track/dirty-tracker.js';
 export type { ByteRange } from './track/page-runs.js';
+export { Snapshot } from './track/snapshot.js';
+export type { SnapshotOptions, SnapshotStats } from './track/snapshot.js';
+export { applyIncremental, readDeltaIndex } from './track/delta-file.js';
+export type { DeltaIndex } from './track/delta-file.js';

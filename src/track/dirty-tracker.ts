@@ -1,20 +1,22 @@
 // DirtyTracker: which pages of some memory were written since open() or the last collect({ reset: true }).
 // Two methods: 'async' (WP_ASYNC + PAGEMAP_SCAN, Linux 6.7+: the kernel resolves the write faults and keeps
 // the record in the page tables) and 'sync' (WP faults resolved by a worker thread that records them).
-import { Mapping } from '../core/mapping.js';
+import type { Mapping } from '../core/mapping.js';
 import { Userfaultfd } from '../core/uffd.js';
 import { UffdError, UnsupportedFeatureError } from '../errors.js';
 import { probe } from '../probe/probe.js';
-import { presentPages } from '../system.js';
 import type { Range } from '../validate.js';
 import { checkBoolean, checkOptionsObject, describe } from '../validate.js';
 import { AsyncMethod } from './async-method.js';
 import type { ByteRange } from './page-runs.js';
-import { SyncMethod } from './sync-method.js';
+import { prepareUntouched, registerWp } from './protectable.js';
+import { WpEngine } from './wp-engine.js';
 import type { ProcessOption, Target } from './target.js';
 import { resolveTarget } from './target.js';
 
 export type TrackMethod = 'async' | 'sync';
+
+const engineKey = Symbol('engine');
 
 export interface DirtyTrackerOptions {
   /** 'auto' (default): 'async' where WP_ASYNC is available, else 'sync'. */
@@ -31,8 +33,6 @@ export interface CollectResult {
   ranges: ByteRange[];
   pages: number;
 }
-
-const MADV_POPULATE_WRITE = 'POPULATE_WRITE';
 
 // process.exit() joins the libuv threadpool after worker threads are gone: a pool thread blocked in a WP fault
 // of a 'sync' tracker would hang it. Closing every open tracker first unprotects and wakes such writers.
@@ -51,10 +51,10 @@ export class DirtyTracker {
   readonly #target: Target;
   readonly #uffd: Userfaultfd;
   readonly #ownsUffd: boolean;
-  readonly #impl: AsyncMethod | SyncMethod;
+  readonly #impl: AsyncMethod | WpEngine;
   #closed = false;
 
-  private constructor(target: Target, method: TrackMethod, uffd: Userfaultfd, ownsUffd: boolean, impl: AsyncMethod | SyncMethod) {
+  private constructor(target: Target, method: TrackMethod, uffd: Userfaultfd, ownsUffd: boolean, impl: AsyncMethod | WpEngine) {
     this.#target = target;
     this.method = method;
     this.#uffd = uffd;
@@ -80,13 +80,21 @@ export class DirtyTracker {
     const uffd = target.uffd ?? Userfaultfd.open(method === 'async' ? { require: ['WP_ASYNC'] } : { request: ['WP_UNPOPULATED'] });
     try {
       if (method === 'sync' && target.anonymous && !uffd.features.has('WP_UNPOPULATED')) prepareUntouched(memory, target);
-      register(uffd, target, method);
-      const impl = method === 'async' ? new AsyncMethod(target, uffd) : new SyncMethod(target, uffd);
+      registerWp(uffd, target, method);
+      const impl = method === 'async' ? new AsyncMethod(target, uffd) : syncEngine(target, uffd);
       return new DirtyTracker(target, method, uffd, ownsUffd, impl);
     } catch (err) {
       if (ownsUffd) uffd.close();
       throw err;
     }
+  }
+
+  /**
+   * Resolves once writes are served: at once for 'async'; for 'sync' when the resolver thread runs (until
+   * then a write to the memory waits for it, tens of milliseconds).
+   */
+  get ready(): Promise<void> {
+    return this.#impl instanceof WpEngine ? this.#impl.ready : Promise.resolve();
   }
 
   /** Pages written since open() or the last reset; `reset` (default true) re-protects them in the same step. */
@@ -120,6 +128,30 @@ export class DirtyTracker {
   [Symbol.dispose](): void {
     this.close();
   }
+
+  /** Internal: the sync engine (snapshot.ts), undefined for 'async'. */
+  get [engineKey](): WpEngine | undefined {
+    if (this.#closed) throw Object.assign(new TypeError('the tracker is closed'), { code: 'ERR_UFFD_CLOSED' });
+    return this.#impl instanceof WpEngine ? this.#impl : undefined;
+  }
+}
+
+/** The engine of a 'sync' tracker, for snapshots taken through it. */
+export function engineOf(tracker: DirtyTracker): WpEngine {
+  const engine = tracker[engineKey];
+  if (engine === undefined) throw new TypeError("snapshots through a tracker need method 'sync' (copy-before-write needs the write faults, which WP_ASYNC resolves in the kernel)");
+  return engine;
+}
+
+function syncEngine(target: Target, uffd: Userfaultfd): WpEngine {
+  const engine = new WpEngine(target, uffd, { trackDirty: true });
+  try {
+    engine.protectAll();
+  } catch (err) {
+    engine.close();
+    throw err;
+  }
+  return engine;
 }
 
 function chooseMethod(requested: 'auto' | TrackMethod, target: Target): TrackMethod {
@@ -133,37 +165,4 @@ function chooseMethod(requested: 'auto' | TrackMethod, target: Target): TrackMet
   }
   if (requested !== 'auto') return requested;
   return asyncAvailable ? 'async' : 'sync';
-}
-
-/**
- * Without WP_UNPOPULATED (before 6.4) write protection skips never-touched anonymous pages: their first write
- * would go unseen. Such pages are populated here (MADV_POPULATE_WRITE) in this process; in another process
- * they cannot be, so the tracker refuses to open rather than miss writes.
- */
-function prepareUntouched(memory: Mapping | Range, target: Target): void {
-  if (memory instanceof Mapping) {
-    memory.madvise(MADV_POPULATE_WRITE);
-    return;
-  }
-  const present = presentPages(target.address, target.pages, target.pageSize, target.pid);
-  const missing = present.reduce((n, p) => n + (p === 0 ? 1 : 0), 0);
-  if (missing === 0) return;
-  if (target.pid === 'self') {
-    throw new UnsupportedFeatureError(['WP_UNPOPULATED'], `${String(missing)} never-touched anonymous pages of the range cannot be write-protected; pass the Mapping (populated for you) or touch them first`);
-  }
-  throw new UnsupportedFeatureError(['WP_UNPOPULATED'], `${String(missing)} never-touched anonymous pages of process ${String(target.pid)} cannot be write-protected; the process must touch them first`);
-}
-
-function register(uffd: Userfaultfd, target: Target, method: TrackMethod): void {
-  try {
-    uffd.register(target, { wp: true });
-  } catch (err) {
-    if (err instanceof UffdError && err.code === 'EINVAL') {
-      const hint = method === 'async'
-        ? 'this memory type cannot be write-protected'
-        : 'write protection works on anonymous memory (5.7), shmem and hugetlb (5.19 WP_HUGETLBFS_SHMEM); other file mappings need WP_ASYNC (6.7, method async)';
-      throw new UffdError(err.errno, 'ioctl(UFFDIO_REGISTER)', { hint });
-    }
-    throw err;
-  }
 }

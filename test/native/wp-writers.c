@@ -9,8 +9,10 @@
  *   -> "ready ADDR PAGESIZE UFFD"
  *
  * Commands, one per line on stdin, each answered by one line:
- *   start THREADS     -> "started"; thread T writes, at a random 4 KiB page of the area, the u64 (N << 8 | T)
- *                        at byte 8*T, N its own count of writes from 1 (so every write leaves a new value)
+ *   start THREADS     -> "started"; thread T writes, at a pseudo-random 4 KiB page of the area, the u64
+ *                        (N << 8 | T) at byte 8*T, N its own count of writes from 1 (so every write leaves a
+ *                        new value). Page N of thread T is xorshift32 step N from seed (T + 1) * 0x9E3779B9,
+ *                        modulo the number of 4 KiB pages: a test can replay which page each write hit.
  *   stop              -> "stopped WRITES": the threads finished their last write and were joined
  *   exit
  */
@@ -62,11 +64,14 @@ static size_t huge_page_size(void) {
 static void *writer(void *arg) {
   uintptr_t t = (uintptr_t)arg;
   uint64_t n = 0;
-  unsigned seed = (unsigned)(t * 2654435761u) ^ (unsigned)getpid();
+  uint32_t x = (uint32_t)(t + 1) * 0x9E3779B9u;
   size_t small_pages = area_len / 4096;
   const struct timespec pause = { 0, 50000 };
   while (!atomic_load_explicit(&stopping, memory_order_relaxed)) {
-    size_t page = (size_t)rand_r(&seed) % small_pages;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    size_t page = (size_t)x % small_pages;
     volatile uint64_t *slot = (volatile uint64_t *)(area + page * 4096 + 8 * t);
     *slot = (++n << 8) | t;
     /* Leave CPU to the tracker and the other tests on this 2-vCPU machine: a short sleep every 16 writes. */
