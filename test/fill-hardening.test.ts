@@ -1,17 +1,19 @@
 // The fill path under hostile or careless inputs: a source whose view() is the wrong length, read-ahead that
-// runs into the end of a mapping (a region spanning a hole), and huge page pool exhaustion.
+// runs into the end of a mapping (a region spanning a hole), and huge page pool exhaustion (refused up front
+// where the memory is ours, fail-stop where it is a client's).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { PageServer } from '../src/index.js';
+import { hugePageSize } from '../src/core/mapping.js';
+import { LazyMemory, Mapping, PageServer, UffdError, zeroSource } from '../src/index.js';
 import type { ServerLog } from '../src/index.js';
 import { patternByte } from './fixtures/pattern-source.js';
-import { ROOT } from './support/support.js';
+import { CLI, ROOT } from './support/support.js';
 
 const PATTERN = new URL('./fixtures/pattern-source.js', import.meta.url);
 const FAKE_VMM = join(ROOT, 'test', 'native', 'bin', 'fake-vmm');
@@ -92,5 +94,88 @@ test('read-ahead into a hole of a region (an unregistered page) serves the fault
     assert.equal(gone.reason, 'the process exited', 'the session was not dropped');
   } finally {
     await server.close();
+  }
+});
+
+const HUGE = hugePageSize();
+const overcommit = Number(readFileSync('/proc/sys/vm/nr_overcommit_hugepages', 'latin1').trim());
+const poolSkip = HUGE === 0 ? 'no hugetlb in this kernel' : overcommit !== 0 ? 'vm.nr_overcommit_hugepages is not 0: the pool can grow' : false;
+/** More huge pages than the whole pool has: no reservation of them can succeed. */
+const beyondPool = (): number => (totalHugePages() + 1) * HUGE;
+
+function totalHugePages(): number {
+  return Number(/^HugePages_Total:\s+(\d+)$/m.exec(readFileSync('/proc/meminfo', 'latin1'))?.[1] ?? 0);
+}
+
+test('Mapping.anonymous with huge pages refuses up front (ENOMEM) when the pool cannot hold it', { skip: poolSkip }, () => {
+  assert.throws(() => Mapping.anonymous(beyondPool(), { hugetlb: true }), (err: unknown) => err instanceof UffdError && err.code === 'ENOMEM' && /huge page pool cannot hold/.test(err.message));
+});
+
+test('LazyMemory with huge pages refuses up front (ENOMEM) when the pool cannot hold it', { skip: poolSkip }, async () => {
+  await assert.rejects(LazyMemory.open({ source: zeroSource(beyondPool()), hugetlb: true }), (err: unknown) => err instanceof UffdError && err.code === 'ENOMEM');
+});
+
+/**
+ * A hugetlb cgroup (v1 hierarchy, mounted here if it is not already) that lets its members allocate `pages`
+ * huge pages: a pool exhausted for one process without taking huge pages from anyone else on the machine.
+ */
+function hugetlbCgroup(pages: number): { join(pid: number): void; close(): void } | string {
+  const mount = mkdtempSync(join(tmpdir(), 'uffd-hugetlb-cg-'));
+  const mounted = spawnSync('mount', ['-t', 'cgroup', '-o', 'hugetlb', 'none', mount], { encoding: 'utf8' });
+  if (mounted.status !== 0) {
+    rmSync(mount, { recursive: true, force: true });
+    return `cannot mount a hugetlb cgroup hierarchy: ${mounted.stderr.trim()}`;
+  }
+  const group = join(mount, `uffd-test-${String(process.pid)}`);
+  mkdirSync(group);
+  const limit = join(group, `hugetlb.${String(HUGE >> 20)}MB.limit_in_bytes`);
+  writeFileSync(limit, String(pages * HUGE));
+  return {
+    join: (pid) => { writeFileSync(join(group, 'cgroup.procs'), String(pid)); },
+    close: () => {
+      for (let tries = 0; tries < 50; tries++) {
+        try {
+          rmdirSync(group);
+          break;
+        } catch {
+          spawnSync('sleep', ['0.1']); // its last member is still exiting
+        }
+      }
+      spawnSync('umount', [mount]);
+      rmSync(mount, { recursive: true, force: true });
+    },
+  };
+}
+
+test('uffd serve on huge pages with the pool exhausted: the guest gets SIGBUS and the client is dropped with the reason, no livelock', { skip: poolSkip || (existsSync(FAKE_VMM) ? false : `${FAKE_VMM} is not built`) }, async (t) => {
+  const cgroup = hugetlbCgroup(2);
+  if (typeof cgroup === 'string') {
+    t.skip(cgroup);
+    return;
+  }
+  const memory = join(dir, 'huge.bin');
+  writeFileSync(memory, new Uint8Array(8 * HUGE).fill(0x5a));
+  const socket = join(dir, 'huge.sock');
+  const server = spawn(process.execPath, [CLI, 'serve', '--socket', socket, '--memory', memory, '--readahead', '1', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    cgroup.join(server.pid ?? 0); // before any client: every huge page it allocates is charged here
+    let log = '';
+    server.stdout.on('data', (d: Buffer) => { log += d.toString(); });
+    const deadline = Date.now() + 10_000;
+    while (!log.includes('"listening"') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    const vmm = spawn(FAKE_VMM, ['--socket', socket, '--memory', memory, '--hugetlb', '--timeout', '20000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    vmm.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const [code, signal] = (await once(vmm, 'exit')) as [number | null, NodeJS.Signals | null];
+    assert.equal(signal, 'SIGBUS', `the guest was not stopped: code ${String(code)} ${stderr}`);
+    while (!log.includes('"gone"') && Date.now() < deadline + 10_000) await new Promise((r) => setTimeout(r, 10));
+    const gone = log.split('\n').filter((l) => l.includes('"gone"')).map((l) => JSON.parse(l) as { reason: string });
+    assert.equal(gone.length, 1, log);
+    assert.match(gone[0]?.reason ?? '', /huge page pool is exhausted/);
+    assert.equal(server.exitCode, null, 'the server keeps running');
+  } finally {
+    server.kill('SIGTERM');
+    await once(server, 'exit').catch(() => undefined);
+    cgroup.close();
   }
 });
