@@ -39,6 +39,10 @@ export interface FillerOptions {
   protect?: (address: bigint, length: number) => void;
   retries: number;
   retryDelayMs: number;
+  /** An asynchronous read that has not answered in this long fails (then the retries and the error policy). */
+  readTimeoutMs?: number;
+  /** Aborted when the filler's owner stops: reads still waiting fail at once instead of holding the stop. */
+  signal?: AbortSignal;
   stats: FillStats;
   /** Told about each page given up on (zero policy): the program hears of it as an 'error' event. */
   reportSourceError: (page: number, error: unknown) => void;
@@ -49,6 +53,9 @@ export type Maybe<T> = T | Promise<T>;
 
 /** The bytes of a run: at an address of this process, or the reason the source could not give them. */
 type Read = { ok: true; address: number } | { ok: false; error: unknown };
+
+/** A source read that never answers must not hold a faulter (or close()) forever. */
+export const DEFAULT_READ_TIMEOUT_MS = 30_000;
 
 const MISSING = 0;
 const PRESENT = 1;
@@ -80,8 +87,9 @@ export class PageFiller {
   readonly #memoryLength: number;
   /** Per page: PRESENT (filled by us or found present), REMOVED (zeros on the next fault), or MISSING. */
   readonly #served: Uint8Array;
-  readonly #scratch: Uint8Array;
-  readonly #scratchAddress: number;
+  /** Replaced when a read is abandoned (timeout, stop): the late answer may still write into the old one. */
+  #scratch: Uint8Array;
+  #scratchAddress: number;
   readonly #maxRun: number;
   /** EEXIST answers in a row per faulting page (kept only while a page keeps answering EEXIST). */
   readonly #eexists = new Map<number, number>();
@@ -349,7 +357,7 @@ export class PageFiller {
         return { ok: false, error: new Error(`source view(${String(offset)}, ${String(length)}) returned ${got}, expected exactly ${String(length)} bytes`) };
       }
     }
-    const target = this.#scratch.subarray(0, length);
+    let target = this.#scratch.subarray(0, length);
     const expected = Math.max(0, Math.min(length, source.length - offset));
     const check = (n: number): Read => {
       if (n !== expected) throw new Error(`source returned ${String(n)} bytes at offset ${String(offset)}, expected ${String(expected)} (shorter than its length ${String(source.length)})`);
@@ -366,14 +374,38 @@ export class PageFiller {
         return sleep(this.#o.retryDelayMs * 2 ** tried).then(() => attempt(tried + 1, err));
       };
       try {
+        target = this.#scratch.subarray(0, length);
         const n = source.read(offset, target);
         if (!(n instanceof Promise)) return check(n);
-        return n.then(check).catch(failed);
+        return this.#answerWithin(n, offset).then(check).catch(failed);
       } catch (err) {
         return failed(err);
       }
     };
     return attempt(0, undefined);
+  }
+
+  /** `read`, or a rejection once it has not answered within the read timeout or the owner stops. */
+  #answerWithin(read: Promise<number>, offset: number): Promise<number> {
+    const ms = this.#o.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS;
+    const { signal } = this.#o;
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    const abandoned = new Promise<never>((_, reject) => {
+      const abandon = (why: string, code: string): void => {
+        this.#scratch = new Uint8Array(this.#scratch.length); // a late answer lands in the abandoned buffer
+        this.#scratchAddress = addressOfBytes(this.#scratch);
+        reject(Object.assign(new Error(`source read at offset ${String(offset)} ${why}`), { code }));
+      };
+      timer = setTimeout(() => { abandon(`did not answer within ${String(ms)} ms`, 'ETIMEDOUT'); }, ms);
+      onAbort = () => { abandon('abandoned: the resolver is stopping', 'ABORT_ERR'); };
+      if (signal?.aborted === true) onAbort();
+      else signal?.addEventListener('abort', onAbort, { once: true });
+    });
+    return Promise.race([read, abandoned]).finally(() => {
+      clearTimeout(timer);
+      if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+    });
   }
 
   #giveUp(page: number, error: unknown): void {

@@ -9,6 +9,7 @@ import { openPreferringFull, Userfaultfd } from '../core/uffd.js';
 import { failMissingPages } from '../fill/fail-missing.js';
 import { checkBoolean, checkOptionsObject, describe } from '../validate.js';
 import type { SourceErrorPolicy } from '../fill/page-filler.js';
+import { DEFAULT_READ_TIMEOUT_MS } from '../fill/page-filler.js';
 import type { FillStatsSnapshot } from '../fill/stats.js';
 import { SharedStats } from '../fill/stats.js';
 import { rebuildError } from '../sources/source-error.js';
@@ -29,11 +30,13 @@ export interface LazyMemoryOptions {
   /** Retries of a failing demand read (with exponential backoff from retryDelayMs). */
   retries?: number;
   retryDelayMs?: number;
+  /** A source read (a promise) that has not answered in this long fails like any source error (default 30000). */
+  readTimeoutMs?: number;
   /** 'auto' (default): a full uffd when allowed, else user-mode-only (kernel-mode access then gets EFAULT). */
   userModeOnly?: boolean | 'auto';
 }
 
-const OPTIONS = ['source', 'readahead', 'hugetlb', 'prefetch', 'onSourceError', 'retries', 'retryDelayMs', 'userModeOnly'];
+const OPTIONS = ['source', 'readahead', 'hugetlb', 'prefetch', 'onSourceError', 'retries', 'retryDelayMs', 'readTimeoutMs', 'userModeOnly'];
 
 export class LazyMemory extends EventEmitter {
   readonly #mapping: Mapping;
@@ -58,7 +61,9 @@ export class LazyMemory extends EventEmitter {
     });
     // After the listener: adding a 'message' listener refs the worker's port again.
     this.#worker.unref();
-    this.#workerExited = once(this.#worker, 'exit').then(() => {
+    // Not events.once(): that rejects on the worker's 'error' event (an uncaught exception in the resolver),
+    // and nobody would handle the rejection.
+    this.#workerExited = new Promise<void>((resolve) => { this.#worker.once('exit', () => { resolve(); }); }).then(() => {
       if (this.#closing === undefined) this.#fail(new Error('the resolver worker exited unexpectedly; the pages it had not filled are poisoned'));
     });
     this.#worker.on('error', (err) => { this.#fail(err); });
@@ -108,12 +113,14 @@ export class LazyMemory extends EventEmitter {
     if (!Number.isSafeInteger(retries) || (retries as number) < 0 || (retries as number) > 20) throw new RangeError(`retries must be an integer in [0, 20], got ${describe(retries)}`);
     const retryDelayMs = o.retryDelayMs ?? 10;
     if (typeof retryDelayMs !== 'number' || !(retryDelayMs >= 0) || retryDelayMs > 60_000) throw new RangeError(`retryDelayMs must be in [0, 60000], got ${describe(retryDelayMs)}`);
+    const readTimeoutMs = o.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS;
+    if (typeof readTimeoutMs !== 'number' || !Number.isSafeInteger(readTimeoutMs) || readTimeoutMs < 1 || readTimeoutMs > 3_600_000) throw new RangeError(`readTimeoutMs must be an integer in [1, 3600000], got ${describe(readTimeoutMs)}`);
     const userModeOnly = o.userModeOnly ?? 'auto';
     if (userModeOnly !== 'auto' && typeof userModeOnly !== 'boolean') throw new TypeError(`userModeOnly must be a boolean or 'auto', got ${describe(userModeOnly)}`);
 
     const stats = new SharedStats();
     const input: WorkerInput = {
-      source, readahead: readahead as number | 'auto', prefetch, onSourceError, retries: retries as number, retryDelayMs,
+      source, readahead: readahead as number | 'auto', prefetch, onSourceError, retries: retries as number, retryDelayMs, readTimeoutMs,
       stats: stats.buffer,
     };
     // Referenced while opening and closing (the caller awaits it), unreferenced while it serves.
@@ -174,13 +181,43 @@ export class LazyMemory extends EventEmitter {
     await this.close();
   }
 
+  /**
+   * Bounded whatever the source does: the resolver gets STOP_GRACE_MS to finish the fill in progress, then is
+   * terminated; a thread stuck in a blocking call even then is left behind (it holds only its uffd dup).
+   * Pages nobody filled are poisoned before the uffd goes, so an access still in flight (a threadpool read of
+   * this memory) fails with EFAULT instead of reading the zeros of an unregistered range.
+   */
   async #close(): Promise<void> {
-    this.#worker.ref();
-    this.#worker.postMessage({ type: 'stop' } satisfies ToWorker);
-    await this.#workerExited;
-    process.off('exit', this.#onExit);
-    this.#uffd.close(); // the worker closed its descriptor: this is the last one, and wakes any faulter
-    this.#mapping.close();
+    try {
+      this.#worker.ref();
+      this.#worker.postMessage({ type: 'stop' } satisfies ToWorker);
+      if (!(await settlesWithin(this.#workerExited, STOP_GRACE_MS))) {
+        await settlesWithin(this.#worker.terminate(), STOP_GRACE_MS);
+      }
+    } finally {
+      process.off('exit', this.#onExit);
+      try {
+        if (!this.#failed) failMissingPages(this.#uffd, this.#mapping, this.#canPoison);
+      } finally {
+        this.#uffd.close(); // the last descriptor once the worker closed its own: wakes any faulter
+        this.#mapping.close();
+        this.#worker.unref();
+      }
+    }
+  }
+}
+
+/** How long close() waits for the resolver to stop, and then for its termination. */
+const STOP_GRACE_MS = 2000;
+
+/** True when `promise` settles within `ms` (its outcome is not needed, only that it ended). */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => { resolve(false); }, ms); });
+  try {
+    return await Promise.race([promise.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

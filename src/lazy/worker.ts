@@ -27,6 +27,7 @@ export interface WorkerInput {
   onSourceError: SourceErrorPolicy;
   retries: number;
   retryDelayMs: number;
+  readTimeoutMs: number;
   stats: SharedArrayBuffer;
 }
 
@@ -80,7 +81,7 @@ async function run(serve: Extract<ToWorker, { type: 'serve' }>): Promise<void> {
     const resolver = new PageFiller({
       uffd, source, base: serve.base, pageSize: serve.pageSize, pages: serve.pages, sourceOffset: 0,
       policy: input.readahead === 'auto' ? autoReadahead() : fixedReadahead(input.readahead),
-      onSourceError: input.onSourceError, retries: input.retries, retryDelayMs: input.retryDelayMs,
+      onSourceError: input.onSourceError, retries: input.retries, retryDelayMs: input.retryDelayMs, readTimeoutMs: input.readTimeoutMs, signal: stop.signal,
       canPoison: serve.canPoison, protect: protectNone,
       stats: new SharedStats(input.stats),
       reportSourceError: (page, error) => { send({ type: 'sourceError', page, message: error instanceof Error ? error.message : String(error) }); },

@@ -86,6 +86,10 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
   readonly #prefetch: number[];
   #nextId = 1;
   #closed = false;
+  /** Set while accepting is paused after a failed accept (out of descriptors). */
+  #acceptRetry: NodeJS.Timeout | undefined;
+  /** Accepting has failed since the last success: logged once, not every retry. */
+  #acceptFailing = false;
 
   private constructor(listener: UnixListener, source: PageSource, options: ResolvedOptions, prefetch: number[]) {
     super();
@@ -137,6 +141,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     if (this.#closed) return;
     this.#closed = true;
     this.#watcher.stop();
+    clearTimeout(this.#acceptRetry);
     this.#listener.close();
     for (const pending of this.#pending.values()) pending.cancel();
     for (const client of this.#served.values()) this.#drop(client, 'server closing');
@@ -159,13 +164,22 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
         conn = this.#listener.accept();
       } catch (err) {
         // Out of descriptors (EMFILE/ENFILE) or memory: the connection stays queued, and a level-triggered
-        // watcher would fire again at once. Pause accepting and retry shortly.
-        this.#log({ event: 'error', message: `accept failed: ${err instanceof Error ? err.message : String(err)}; retrying in ${String(ACCEPT_RETRY_MS)} ms` });
+        // watcher would fire again at once. Pause accepting and retry shortly. The timer keeps the loop alive:
+        // while paused it is the only handle of the server, and a server must not exit because it is full.
+        if (!this.#acceptFailing) this.#log({ event: 'error', message: `accept failed: ${err instanceof Error ? err.message : String(err)}; retrying every ${String(ACCEPT_RETRY_MS)} ms` });
+        this.#acceptFailing = true;
         this.#watcher.stop();
-        setTimeout(() => { if (!this.#closed) this.#watcher = this.#watchListener(); }, ACCEPT_RETRY_MS).unref();
+        this.#acceptRetry = setTimeout(() => {
+          this.#acceptRetry = undefined;
+          if (!this.#closed) this.#watcher = this.#watchListener();
+        }, ACCEPT_RETRY_MS);
         return;
       }
       if (conn === undefined) return;
+      if (this.#acceptFailing) {
+        this.#acceptFailing = false;
+        this.#log({ event: 'error', message: 'accepting connections again' });
+      }
       this.#admit(conn);
     }
   }

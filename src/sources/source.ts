@@ -144,34 +144,22 @@ function openMappedOrPread(path: string, populate: boolean): PageSource {
     if ((err as { code?: unknown }).code !== 'ENODEV') throw err;
     return openPreadFile(path);
   }
-  // One view per 1 GiB window, made once: a view per read would cost an external buffer per fault.
-  const windows: Uint8Array[] = [];
-  const window = (index: number): Uint8Array => {
-    const start = index * WINDOW;
-    windows[index] ??= new Uint8Array(mapping.view(start, Math.min(WINDOW, mapping.length - start)));
-    return windows[index];
-  };
+  // Copies out of the mapping go through the kernel only (UFFDIO_COPY from its address): if the file shrinks
+  // under it, the kernel's access is EFAULT, where a JavaScript copy from the same pages would be SIGBUS.
+  // read() therefore reads the file itself.
+  const pread = openPreadFile(path);
   return {
     length,
     // The whole mapping: past the end of the file its last page reads as zeros, as a source's tail must.
     [sourceMemory]: { address: Number(mapping.address), length: mapping.length },
-    read(offset, target) {
-      const n = clip(length, offset, target.length);
-      for (let done = 0; done < n;) {
-        const at = offset + done;
-        const w = window(Math.floor(at / WINDOW));
-        const from = at % WINDOW;
-        const chunk = Math.min(n - done, w.length - from);
-        target.set(w.subarray(from, from + chunk), done);
-        done += chunk;
-      }
-      return n;
+    read: (offset, target) => pread.read(offset, target),
+    close: () => {
+      mapping.close();
+      void pread.close?.();
     },
-    close: () => { mapping.close(); },
   };
 }
 
-const WINDOW = 1 << 30;
 
 function openBuffer(bytes: Uint8Array): PageSource {
   return {
