@@ -211,14 +211,15 @@ export class Mapping {
     return buffer;
   }
 
-  madvise(advice: MadviseName, offset = 0, length: number = this.length - offset): void {
+  madvise(advice: MadviseName, offset = 0, length?: number): void {
     this.#checkOpen();
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset % PAGE_SIZE !== 0) throw new RangeError(`offset must be a page-aligned non-negative integer, got ${describe(offset)}`);
+    length ??= this.length - offset;
     const info = MADVISE.find((a) => a.name === advice);
     if (info === undefined) throw new TypeError(`unknown madvise advice ${describe(advice)}`);
     if (!info.safe) throw new RangeError(`madvise(${advice}) with a length retires physical pages for good; not done here`);
     const refused = REFUSED_ADVICE[advice];
     if (refused !== undefined) throw new RangeError(`madvise(${advice}) is refused: ${refused}`);
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset % PAGE_SIZE !== 0) throw new RangeError(`offset must be a page-aligned non-negative integer, got ${describe(offset)}`);
     if (!Number.isSafeInteger(length) || length < 0 || offset + length > this.length) throw new RangeError(`length ${describe(length)} reaches outside the mapping`);
     check(native.madvise(this.address + BigInt(offset), length, info.value), `madvise(MADV_${advice})`);
   }

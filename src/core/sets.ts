@@ -3,6 +3,7 @@
 // the bug that made the Rust crate fail on every 6.6 kernel.
 import type { FeatureName, IoctlName } from '../abi.js';
 import { FEATURES, IOCTLS } from '../abi.js';
+import { describe } from '../validate.js';
 
 class BitSet<Name extends string> implements Iterable<Name> {
   readonly mask: bigint;
@@ -12,6 +13,7 @@ class BitSet<Name extends string> implements Iterable<Name> {
   readonly unknownBits: readonly number[];
 
   protected constructor(mask: bigint, table: readonly { name: Name; bit: number }[]) {
+    if (typeof mask !== 'bigint') throw new TypeError(`mask must be a bigint, got ${describe(mask)}`);
     if (mask < 0n || mask >= 1n << 64n) throw new RangeError(`mask must be a u64, got ${String(mask)}`);
     this.mask = mask;
     const byBit = [...table].sort((a, b) => a.bit - b.bit);

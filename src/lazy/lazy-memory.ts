@@ -98,7 +98,7 @@ export class LazyMemory extends EventEmitter {
   static async open(options: LazyMemoryOptions): Promise<LazyMemory> {
     const o = checkOptionsObject(options, 'LazyMemory.open options', OPTIONS);
     const source = o.source as SourceSpec | undefined;
-    if (source === undefined || typeof source !== 'object' || !['file', 'buffer', 'zero', 'module', 'remote'].includes((source as { kind?: unknown }).kind as string)) {
+    if (source === undefined || source === null || typeof source !== 'object' || !['file', 'buffer', 'zero', 'module', 'remote'].includes((source as { kind?: unknown }).kind as string)) {
       throw new TypeError(`source must come from fileSource(), bufferSource(), zeroSource(), moduleSource() or httpSource(), got ${describe(source)}`);
     }
     const readahead = o.readahead ?? 'auto';

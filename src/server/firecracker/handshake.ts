@@ -8,6 +8,7 @@ import type { GuestRegion, HandshakeVersion } from './regions.js';
 import { decodeRegions } from './regions.js';
 import { JsonSyntaxError, parseJson } from './strict-json.js';
 import { validateRegions } from './validate-regions.js';
+import { describe } from '../../validate.js';
 
 export { HandshakeError, type HandshakeErrorReason } from './errors.js';
 export type { GuestRegion, HandshakeVersion } from './regions.js';
@@ -66,12 +67,16 @@ export class HandshakeReader {
   #error: HandshakeError | undefined;
 
   constructor(options: HandshakeOptions) {
+    if (options === null || typeof options !== 'object') throw new TypeError(`options must be an object, got ${describe(options)}`);
     const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 2) {
-      throw new RangeError(`maxBytes must be an integer of at least 2, got ${String(maxBytes)}`);
+      throw new RangeError(`maxBytes must be an integer of at least 2, got ${describe(maxBytes)}`);
     }
     if (!Number.isSafeInteger(options.memoryFileSize) || options.memoryFileSize < 0) {
-      throw new RangeError(`memoryFileSize must be a non-negative integer, got ${String(options.memoryFileSize)}`);
+      throw new RangeError(`memoryFileSize must be a non-negative integer, got ${describe(options.memoryFileSize)}`);
+    }
+    if (options.maxRegions !== undefined && (!Number.isSafeInteger(options.maxRegions) || options.maxRegions < 1)) {
+      throw new RangeError(`maxRegions must be a positive integer, got ${describe(options.maxRegions)}`);
     }
     this.#options = options;
     this.#maxBytes = maxBytes;
@@ -92,6 +97,7 @@ export class HandshakeReader {
    * and the same error again on every later call.
    */
   push(chunk: Uint8Array): 'incomplete' | 'complete' {
+    if (!(chunk instanceof Uint8Array)) throw new TypeError(`chunk must be a Uint8Array, got ${describe(chunk)}`);
     if (this.#error !== undefined) throw this.#error;
     try {
       return this.#push(chunk);
@@ -210,6 +216,7 @@ export class HandshakeReader {
 
 /** One complete payload at once: the same checks as HandshakeReader, for callers that already have it all. */
 export function parseHandshake(payload: string | Uint8Array, options: HandshakeOptions): Handshake {
+  if (typeof payload !== 'string' && !(payload instanceof Uint8Array)) throw new TypeError(`payload must be a string or a Uint8Array, got ${describe(payload)}`);
   const reader = new HandshakeReader(options);
   reader.push(typeof payload === 'string' ? new TextEncoder().encode(payload) : payload);
   reader.end();
