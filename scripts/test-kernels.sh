@@ -26,7 +26,7 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 KERNEL_TESTS=(
   api negotiation probe cli unprivileged
   register resolve wp minor poison sigbus events messages lifecycle mmap-changing stress
-  track track-transact snapshot snapshot-writers
+  track track-transact track-remote snapshot snapshot-writers wp-selftests
 )
 
 read -r -a kernels <<<"${*:-${UFFD_KERNELS:-6.1 6.12}}"

@@ -36,10 +36,7 @@ export function prepareUntouched(memory: Mapping | Range, target: Target): void 
  * whoever serves them: refused.
  */
 export function registerWp(uffd: Userfaultfd, target: Target, method: 'async' | 'sync'): void {
-  const existing = registeredModes(target);
-  if (method === 'sync' && (existing.missing || existing.minor)) {
-    throw new TypeError("the memory is registered for missing or minor faults on this uffd: method 'sync' would read the messages meant for the resolver that serves them");
-  }
+  const existing = checkServed(target, method);
   try {
     uffd.register(target, { ...existing, wp: true });
   } catch (err) {
@@ -51,6 +48,15 @@ export function registerWp(uffd: Userfaultfd, target: Target, method: 'async' | 
     }
     throw err;
   }
+}
+
+/** The modes the range has already; refuses 'sync' where another resolver reads this uffd's messages. */
+export function checkServed(target: Target, method: 'async' | 'sync'): { missing: boolean; minor: boolean } {
+  const existing = registeredModes(target);
+  if (method === 'sync' && (existing.missing || existing.minor)) {
+    throw new TypeError("the memory is registered for missing or minor faults on this uffd: method 'sync' would read the messages meant for the resolver that serves them");
+  }
+  return existing;
 }
 
 /** The userfaultfd modes of the mapping at the range's start, from VmFlags in /proc/<pid>/smaps (um, ui). */

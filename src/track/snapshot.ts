@@ -15,7 +15,7 @@ import type { Range } from '../validate.js';
 import { checkOptionsObject, describe } from '../validate.js';
 import { writeDeltaIndex } from './delta-file.js';
 import { DirtyTracker, engineOf } from './dirty-tracker.js';
-import { prepareUntouched, registerWp } from './protectable.js';
+import { checkServed, prepareUntouched, registerWp } from './protectable.js';
 import type { ProcessOption, Target } from './target.js';
 import { resolveTarget } from './target.js';
 import { WpEngine } from './wp-engine.js';
@@ -88,6 +88,7 @@ export class Snapshot {
       const ownsUffd = target.uffd === undefined;
       try {
         if (uffd.features.has('WP_ASYNC')) throw new TypeError('a snapshot needs write faults delivered as messages: this uffd has WP_ASYNC, whose faults the kernel resolves itself');
+        checkServed(target, 'sync');
         if (target.anonymous && !uffd.features.has('WP_UNPOPULATED')) prepareUntouched(memory, target);
         registerWp(uffd, target, 'sync');
         engine = new WpEngine(target, uffd, { trackDirty: false });

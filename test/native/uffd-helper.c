@@ -29,7 +29,8 @@
  *   munmap* TAG ID PAGE PAGES                    -> tid TAG 0 TID; done TAG RESULT
  *   mremap* TAG ID                               moves the whole map to a new address (later commands
  *                                                on ID use it) -> tid TAG 0 TID; done TAG RESULT NEWADDR
- *   fork* TAG ID PAGE             the child reads page PAGE, prints "child TAG PID SUM" and exits
+ *   fork* TAG ID PAGE             the child reads page PAGE, prints "child TAG PID SUM PAGEMAP" (the page's
+ *                                 /proc/self/pagemap entry before the read) and exits
  *                                 -> tid TAG 0 TID; forked TAG PID (fork returned); done TAG WAITSTATUS
  *   bounce-init DST SRC           page p of SRC (in DST's page size): a pthread mutex at 0, the counter p + 1
  *                                 at COUNTER_OFFSET; SRC is what the monitor serves DST's faults from
@@ -291,9 +292,16 @@ static void fork_child(struct mm_job *job) {
   /* Only async-signal-safe calls here: the parent has other threads. */
   prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the helper, even when a test fails */
   const unsigned char *page = (const unsigned char *)job->child_page;
+  /* The page's pagemap entry before it is touched: the WP tests read PM_UFFD_WP (bit 57) of the child. */
+  uint64_t entry = 0;
+  int pm = open("/proc/self/pagemap", O_RDONLY);
+  if (pm >= 0) {
+    if (pread(pm, &entry, sizeof entry, (off_t)((uintptr_t)page / 4096 * sizeof entry)) != (ssize_t)sizeof entry) entry = 0;
+    close(pm);
+  }
   uint64_t sum = 0;
   for (size_t i = 0; i < job->page_size; i++) sum += page[i]; /* faults on the child's uffd first */
-  say("child %s %d %llu", job->tag, getpid(), (unsigned long long)sum);
+  say("child %s %d %llu 0x%llx", job->tag, getpid(), (unsigned long long)sum, (unsigned long long)entry);
   _exit(0);
 }
 
