@@ -14,7 +14,8 @@
 # Code runs 10-15x slower in the guest (TCG), so the guest runs the files that talk to the kernel: the
 # UFFDIO_API handshake, negotiation, probes, register/resolve/wp/minor/poison/move, events, messages, the
 # helper-process selftests and a scaled stress. Every file costs a Node start (1-3 s in the guest), so the
-# rest runs on the host only: the pure tests (ABI tables, parsers, errors), the library's own mechanics
+# rest runs on the host only (the live-snapshot consistency test with writer threads too: it tests the
+# library's copy-before-write logic, which snapshot.test.js checks per memory type in the guest): the pure tests (ABI tables, parsers, errors), the library's own mechanics
 # (Mapping, workers, the events() iterator) and the high-level parts (lazy memory, page server), which add
 # nothing kernel-specific and cost the most time.
 # Exit status: 0 when every kernel passed.
@@ -26,7 +27,7 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 KERNEL_TESTS=(
   api negotiation probe cli unprivileged
   register resolve wp minor poison sigbus events messages lifecycle mmap-changing stress
-  track track-transact track-remote snapshot snapshot-writers wp-selftests
+  track track-transact track-remote snapshot wp-selftests
 )
 
 read -r -a kernels <<<"${*:-${UFFD_KERNELS:-6.1 6.12}}"
