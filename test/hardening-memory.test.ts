@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hugePageSize } from '../src/core/mapping.js';
-import { Mapping, probe } from '../src/index.js';
+import { Mapping, probe, Userfaultfd } from '../src/index.js';
 import { describeExit, runAttack } from './support/attack.js';
 
 const hasTransfer = typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function';
@@ -133,4 +133,11 @@ test('hugetlb mappings the pool cannot hold fail with ENOMEM at creation instead
     bytes[hugeSize] = 2;
     assert.deepEqual([bytes[0], bytes[hugeSize]], [1, 2]);
   }
+});
+
+test('fromFd refuses a descriptor an open Userfaultfd already owns (a stale owner would close a reused number); a dup() is adopted', { skip: probe().available ? false : 'no userfaultfd here' }, () => {
+  using owner = Userfaultfd.open({ userModeOnly: true });
+  assert.throws(() => Userfaultfd.fromFd(owner.fd), { name: 'TypeError', message: /already owned/ });
+  using second = Userfaultfd.fromFd(owner.dup());
+  assert.notEqual(second.fd, owner.fd);
 });

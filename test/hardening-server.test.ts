@@ -138,3 +138,28 @@ test('the memory file shrinks while it is served: the client that needs the lost
     assert.equal(code, 0);
   }
 });
+
+test('a refused client is told why before its socket closes, and its control characters never reach the text log', async () => {
+  const socket = join(dir, 'refuse.sock');
+  const serve = new ServeProcess([process.execPath, CLI, 'serve', '--socket', socket, '--memory', MEMORY]);
+  let text = '';
+  serve.child.stdout?.removeAllListeners('data');
+  serve.child.stdout?.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+  try {
+    const deadline = Date.now() + 10_000;
+    while (!text.includes('listening') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const client = await connect(socket);
+    let answer = '';
+    client.on('data', (d: Buffer) => { answer += d.toString(); });
+    const closed = once(client, 'close');
+    client.write('[{"base_host_virt_addr\x1b[2J\x07\r": 1}]');
+    await closed;
+    assert.match(answer, /^uffd serve: refused: .+\n$/s, 'the client heard nothing');
+    while (!text.includes('refused client') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.match(text, /refused client/);
+    assert.doesNotMatch(text, /[\x00-\x09\x0b-\x1f\x7f]/, `control characters in the log: ${JSON.stringify(text)}`);
+  } finally {
+    serve.child.kill('SIGTERM');
+    await serve.exited;
+  }
+});

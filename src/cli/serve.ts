@@ -29,6 +29,11 @@ const USAGE = `usage: uffd serve --socket PATH --memory FILE [--readahead PAGES]
 
 const size = (bytes: number): string => (bytes >= 1 << 30 ? `${(bytes / (1 << 30)).toFixed(1)} GiB` : bytes >= 1 << 20 ? `${(bytes / (1 << 20)).toFixed(1)} MiB` : `${String(bytes >> 10)} KiB`);
 
+/** Control characters a client put in a reason or a version never reach the terminal or the log as such. */
+function printable(line: string): string {
+  return line.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 function text(entry: ServerLog): string {
   switch (entry.event) {
     case 'listening':
@@ -101,7 +106,7 @@ async function runServe(args: string[], context: CommandContext): Promise<number
   };
   server.on('log', (entry) => {
     clearProgress();
-    process.stdout.write(values.json === true ? `${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n` : `${text(entry)}\n`);
+    process.stdout.write(values.json === true ? `${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n` : `${printable(text(entry))}\n`);
   });
   const ticker = live
     ? setInterval(() => {

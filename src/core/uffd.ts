@@ -146,6 +146,11 @@ export class Userfaultfd {
       throw new UffdError(-9 /* EBADF */, 'fromFd', { hint: `fd ${String(fd)} is not open` });
     }
     if (target !== 'anon_inode:[userfaultfd]') throw new TypeError(`fd ${String(fd)} is not a userfaultfd (it is ${target})`);
+    // Two owners of one descriptor: the first close() would leave the other holding a number that the next
+    // open() reuses, and its close() would then close an unrelated file. dup() it to get a second owner.
+    for (const ref of live) {
+      if (ref.deref()?.fd === fd) throw new TypeError(`fd ${String(fd)} is already owned by an open Userfaultfd; adopt a dup() of it instead`);
+    }
     const info = readFdInfo(fd);
     check(native.setNonBlocking(fd, true), 'fcntl(F_SETFL, O_NONBLOCK)');
     // fdinfo shows the initialized bit only since 5.15; a non-blocking uffd polls POLLERR until UFFDIO_API

@@ -188,6 +188,12 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     const id = this.#nextId++;
     let pid: number | undefined;
     const refuse = (reason: string): void => {
+      // Told before the socket closes, for a client that reads (Firecracker only sees the close).
+      try {
+        conn.send(Buffer.from(`uffd serve: refused: ${reason}\n`));
+      } catch {
+        // the peer is gone or not reading: the close below says the rest
+      }
       conn.close();
       this.#log({ event: 'refused', id, ...(pid === undefined ? {} : { pid }), reason });
     };
