@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import type { MapKind } from './support/helper.js';
 import { asFault, byteSum, hugePagesFor, nextEvents, skipUnless, withHelper } from './support/helper.js';
 
-const KINDS: MapKind[] = ['anon', 'shmem', 'hugetlb'];
+const KINDS: MapKind[] = ['anon', 'shmem', 'shmem-private', 'hugetlb', 'hugetlb-private'];
 const PAGES = 4;
 
 for (const kind of KINDS) {

@@ -9,6 +9,7 @@ import { readFdInfo } from '../src/core/uffdio-api.js';
 import { Mapping, Userfaultfd } from '../src/index.js';
 import { MEMORY_TYPES, needs } from './support/memory-types.js';
 import { ScratchFile, serve, until } from './support/faulter.js';
+import { anonHugeBytes } from './support/smaps.js';
 
 const PAGE = 4096;
 const pattern = (seed: number, length = PAGE): Uint8Array => Uint8Array.from({ length }, (_, i) => (seed * 31 + i) & 0xff);
@@ -26,8 +27,11 @@ for (const type of MEMORY_TYPES) {
         return;
       }
       assert.equal(uffd.zeropage(page), type.pageSize);
-      assert.ok(new Uint8Array(mem.mapping.view(0, type.pageSize)).every((b) => b === 0));
-      assert.throws(() => uffd.zeropage(page), { code: 'EEXIST', bytes: 0 }, 'a second ZEROPAGE finds the page present');
+      const bytes = new Uint8Array(mem.mapping.view(0, type.pageSize));
+      assert.ok(bytes.every((b) => b === 0));
+      bytes.fill(0x77); // present now: no fault
+      assert.throws(() => uffd.zeropage(page), { code: 'EEXIST' }, 'a second ZEROPAGE finds the page present');
+      assert.ok(bytes.every((b) => b === 0x77), 'and leaves it alone (a ZEROPAGE that went through would have zeroed it)');
     } finally {
       mem.close();
     }
@@ -44,7 +48,8 @@ for (const type of MEMORY_TYPES) {
       if (mem.alias !== undefined && type.name !== 'shmem-private' && type.name !== 'hugetlb-private') {
         assert.deepEqual(new Uint8Array(mem.alias.view(type.pageSize, type.pageSize)), data, 'shared: visible through the alias');
       }
-      assert.throws(() => uffd.copy(mem.mapping.address + BigInt(type.pageSize), data), { code: 'EEXIST', bytes: 0 });
+      assert.throws(() => uffd.copy(mem.mapping.address + BigInt(type.pageSize), pattern(8, type.pageSize)), { code: 'EEXIST' });
+      assert.deepEqual(new Uint8Array(mem.mapping.view(type.pageSize, type.pageSize)), data, 'the present page is never overwritten');
     } finally {
       mem.close();
     }
@@ -138,7 +143,7 @@ describe('move (anon, same process)', { skip: needs('MOVE') }, () => {
     assert.throws(() => uffd.move(dst.address + BigInt(PAGE), src.address + BigInt(PAGE), PAGE), { code: 'EEXIST' });
   });
 
-  test('move-pmd: a 2 MiB-aligned THP moves whole', () => {
+  test('move-pmd: a 2 MiB-aligned THP moves whole, as one PMD (dst is a huge page afterwards)', (t) => {
     const HUGE = 2 << 20;
     using dstArea = Mapping.anonymous(2 * HUGE);
     using srcArea = Mapping.anonymous(2 * HUGE);
@@ -149,11 +154,45 @@ describe('move (anon, same process)', { skip: needs('MOVE') }, () => {
     dstArea.madvise('HUGEPAGE', dstOffset, HUGE);
     const data = pattern(4, HUGE);
     new Uint8Array(srcArea.view(srcOffset, HUGE)).set(data);
+    const srcAddress = srcArea.address + BigInt(srcOffset);
+    if ((anonHugeBytes(srcAddress) ?? 0) < HUGE) {
+      t.skip('the kernel did not back the source with a transparent huge page (THP disabled or no free 2 MiB block): no PMD to move');
+      return;
+    }
     using uffd = Userfaultfd.open();
     const dst = { address: dstArea.address + BigInt(dstOffset), length: HUGE };
     uffd.register(dst, { missing: true });
-    assert.equal(uffd.move(dst.address, srcArea.address + BigInt(srcOffset), HUGE), HUGE);
+    assert.equal(uffd.move(dst.address, srcAddress, HUGE), HUGE);
     assert.deepEqual(new Uint8Array(dstArea.view(dstOffset, HUGE)), data);
+    // 512 PTE moves would leave dst in 4 KiB pages; the PMD path moves the huge page itself.
+    assert.ok((anonHugeBytes(dst.address) ?? 0) >= HUGE, `dst is not a huge page after the move: AnonHugePages ${String(anonHugeBytes(dst.address))}`);
+    assert.equal(anonHugeBytes(srcAddress) ?? 0, 0, 'the huge page left src');
+  });
+
+  test('move-pmd-split: a THP source moved into a NOHUGEPAGE destination is split, every byte lands', (t) => {
+    const HUGE = 2 << 20;
+    using dstArea = Mapping.anonymous(2 * HUGE);
+    using srcArea = Mapping.anonymous(2 * HUGE);
+    const align = (m: Mapping): number => Number((BigInt(HUGE) - (m.address % BigInt(HUGE))) % BigInt(HUGE));
+    const dstOffset = align(dstArea);
+    const srcOffset = align(srcArea);
+    srcArea.madvise('HUGEPAGE', srcOffset, HUGE);
+    dstArea.madvise('NOHUGEPAGE', dstOffset, HUGE);
+    const data = pattern(5, HUGE);
+    new Uint8Array(srcArea.view(srcOffset, HUGE)).set(data);
+    const srcAddress = srcArea.address + BigInt(srcOffset);
+    if ((anonHugeBytes(srcAddress) ?? 0) < HUGE) {
+      t.skip('the kernel did not back the source with a transparent huge page: nothing to split');
+      return;
+    }
+    using uffd = Userfaultfd.open();
+    const dst = { address: dstArea.address + BigInt(dstOffset), length: HUGE };
+    uffd.register(dst, { missing: true });
+    // In page-sized steps, as upstream's split case: each move of part of the PMD splits it first.
+    for (let off = 0; off < HUGE; off += 64 * PAGE) assert.equal(uffd.move(dst.address + BigInt(off), srcAddress + BigInt(off), 64 * PAGE), 64 * PAGE);
+    assert.deepEqual(new Uint8Array(dstArea.view(dstOffset, HUGE)), data);
+    assert.equal(anonHugeBytes(dst.address) ?? 0, 0, 'a NOHUGEPAGE destination holds no huge page');
+    assert.ok(new Uint8Array(srcArea.view(srcOffset, HUGE)).every((b) => b === 0), 'src reads as zeros afterwards');
   });
 });
 

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { MapKind } from './support/helper.js';
 import { byteSum, hugePagesFor, skipUnless, withHelper } from './support/helper.js';
 
-const KINDS: MapKind[] = ['anon', 'shmem', 'shmem-private', 'hugetlb'];
+const KINDS: MapKind[] = ['anon', 'shmem', 'shmem-private', 'hugetlb', 'hugetlb-private'];
 
 for (const kind of KINDS) {
   const skip = skipUnless({ features: ['SIGBUS'], hugePages: hugePagesFor(kind, 2) });
