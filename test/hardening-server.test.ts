@@ -12,6 +12,7 @@ import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { HandshakeError, parseHandshake } from '../src/index.js';
 import { CLI } from './support/support.js';
 
 const NODE_VMM = fileURLToPath(new URL('./fixtures/node-vmm.js', import.meta.url));
@@ -162,4 +163,17 @@ test('a refused client is told why before its socket closes, and its control cha
     serve.child.kill('SIGTERM');
     await serve.exited;
   }
+});
+
+test('a payload of a million tiny elements is refused while parsing, at the first value past what maxRegions regions can hold', () => {
+  const payload = `[${'1,'.repeat(500_000)}1]`;
+  let error: unknown;
+  try {
+    parseHandshake(payload, { memoryFileSize: 1 << 20, maxRegions: 16, maxBytes: 2 << 20 });
+  } catch (err) {
+    error = err;
+  }
+  assert.ok(error instanceof HandshakeError, String(error));
+  assert.match(error.message, /more than \d+ values/);
+  assert.ok((error.position ?? Infinity) < 64 * 16 * 2 + 16, `parsing went on to position ${String(error.position)} of ${String(payload.length)}`);
 });

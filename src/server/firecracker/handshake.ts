@@ -7,7 +7,7 @@ import { HandshakeError } from './errors.js';
 import type { GuestRegion, HandshakeVersion } from './regions.js';
 import { decodeRegions } from './regions.js';
 import { JsonSyntaxError, parseJson } from './strict-json.js';
-import { validateRegions } from './validate-regions.js';
+import { DEFAULT_MAX_REGIONS, validateRegions } from './validate-regions.js';
 import { describe } from '../../validate.js';
 
 export { HandshakeError, type HandshakeErrorReason } from './errors.js';
@@ -37,6 +37,8 @@ export interface HandshakeOptions {
 export const DEFAULT_MAX_BYTES = 256 * 1024;
 /** The body is two levels deep; the limit only leaves room for ignored unknown keys with nested values. */
 const MAX_DEPTH = 16;
+/** JSON values one region may take: its object and members, with room for keys a later Firecracker adds. */
+const VALUES_PER_REGION = 64;
 
 const OPEN_BRACKET = 0x5b;
 const OPEN_BRACE = 0x7b;
@@ -233,7 +235,9 @@ function parseHandshakeBytes(bytes: Uint8Array, options: HandshakeOptions): Hand
   }
   let body;
   try {
-    body = parseJson(text, { maxDepth: MAX_DEPTH });
+    // Counted while parsing: a payload of a million tiny elements is refused at the first value past what
+    // maxRegions regions can hold, not after building all of them.
+    body = parseJson(text, { maxDepth: MAX_DEPTH, maxValues: VALUES_PER_REGION * (options.maxRegions ?? DEFAULT_MAX_REGIONS) + 1 });
   } catch (err) {
     if (err instanceof JsonSyntaxError) {
       throw new HandshakeError('malformed', `the handshake is not valid JSON: ${err.message}`, err.position);

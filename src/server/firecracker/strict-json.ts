@@ -50,6 +50,8 @@ export class JsonSyntaxError extends SyntaxError {
 export interface ParseOptions {
   /** Arrays and objects nested deeper than this are refused (the recursion stays far from the stack's end). */
   maxDepth?: number;
+  /** More values than this (arrays and objects count, and each element or member) are refused while parsing. */
+  maxValues?: number;
 }
 
 export const DEFAULT_MAX_DEPTH = 64;
@@ -60,7 +62,11 @@ export function parseJson(text: string, options?: ParseOptions): JsonValue {
   if (!Number.isSafeInteger(maxDepth) || maxDepth < 1) {
     throw new RangeError(`maxDepth must be a positive integer, got ${String(maxDepth)}`);
   }
-  const parser = new Parser(text, maxDepth);
+  const maxValues = options?.maxValues ?? Infinity;
+  if (maxValues !== Infinity && (!Number.isSafeInteger(maxValues) || maxValues < 1)) {
+    throw new RangeError(`maxValues must be a positive integer, got ${String(maxValues)}`);
+  }
+  const parser = new Parser(text, maxDepth, maxValues);
   parser.skipWhitespace();
   const value = parser.value(0);
   parser.skipWhitespace();
@@ -80,10 +86,13 @@ class Parser {
   pos = 0;
   readonly #text: string;
   readonly #maxDepth: number;
+  readonly #maxValues: number;
+  #values = 0;
 
-  constructor(text: string, maxDepth: number) {
+  constructor(text: string, maxDepth: number, maxValues: number) {
     this.#text = text;
     this.#maxDepth = maxDepth;
+    this.#maxValues = maxValues;
   }
 
   fail(message: string, at = this.pos): never {
@@ -105,6 +114,7 @@ class Parser {
   }
 
   value(depth: number): JsonValue {
+    if (++this.#values > this.#maxValues) this.fail(`more than ${this.#maxValues} values`);
     switch (this.#text[this.pos]) {
       case '{': return this.#object(depth + 1);
       case '[': return this.#array(depth + 1);
