@@ -42,11 +42,31 @@ export function toEvent<Child>(msg: RawMessage, adoptFork: (fd: number) => Child
  */
 export function decodeBatch<Child>(bytes: Uint8Array, count: number, adoptFork: (fd: number) => Child | undefined): UffdEvent<Child>[] {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const events: UffdEvent<Child>[] = [];
+  let events: UffdEvent<Child>[] | undefined;
   const faults: UffdEvent<Child>[] = [];
   for (let i = 0; i < count; i++) {
-    const event = toEvent(decodeMessage(view, i * STRUCTS.uffd_msg.size), adoptFork);
-    (event.type === 'pagefault' ? faults : events).push(event);
+    const at = i * MSG_SIZE;
+    if (view.getUint8(at) === EVENT.PAGEFAULT) {
+      // Straight to the event: a fault is most messages, and the raw form would be a second object.
+      faults.push(pagefault(view, at));
+      continue;
+    }
+    (events ??= []).push(toEvent(decodeMessage(view, at), adoptFork));
   }
-  return events.concat(faults);
+  return events === undefined ? faults : events.concat(faults);
+}
+
+const MSG_SIZE = STRUCTS.uffd_msg.size;
+const FLAGS = STRUCTS.uffd_msg.arg;
+const WRITE = Number(PAGEFAULT_FLAG.WRITE);
+const WP = Number(PAGEFAULT_FLAG.WP);
+const MINOR = Number(PAGEFAULT_FLAG.MINOR);
+
+/** uffd_msg.arg.pagefault: u64 flags (the defined bits are in the low word), u64 address, u32 ptid. */
+function pagefault(view: DataView, at: number): { type: 'pagefault'; kind: PagefaultKind; address: bigint; write: boolean; threadId: number } {
+  const flags = view.getUint32(at + FLAGS, true);
+  return {
+    type: 'pagefault', kind: flags & WP ? 'wp' : flags & MINOR ? 'minor' : 'missing',
+    address: view.getBigUint64(at + FLAGS + 8, true), write: (flags & WRITE) !== 0, threadId: view.getUint32(at + FLAGS + 16, true),
+  };
 }

@@ -12,6 +12,7 @@ import { createFd } from './create.js';
 import { check, EAGAIN, errnoName, UffdError, UnsupportedFeatureError } from '../errors.js';
 import type { UffdEvent } from './events.js';
 import { decodeBatch } from './events.js';
+import { FillIoctls } from './fill-ioctls.js';
 import { readFdInfo, uffdioApi } from './uffdio-api.js';
 import { probe } from '../probe/probe.js';
 import { FeatureSet, IoctlSet } from './sets.js';
@@ -43,6 +44,7 @@ const WP_ASYNC = 1n << (FEATURE_BITS.get('WP_ASYNC') ?? 0n);
 const WP_UNPOPULATED = 1n << (FEATURE_BITS.get('WP_UNPOPULATED') ?? 0n);
 const EVENT_FORK = 1n << (FEATURE_BITS.get('EVENT_FORK') ?? 0n);
 const MSG_SIZE = STRUCTS.uffd_msg.size;
+const NUMBER_END = BigInt(Number.MAX_SAFE_INTEGER);
 const REQ = {
   REGISTER: ioctlInfo('REGISTER').request, UNREGISTER: ioctlInfo('UNREGISTER').request, WAKE: ioctlInfo('WAKE').request,
   COPY: ioctlInfo('COPY').request, ZEROPAGE: ioctlInfo('ZEROPAGE').request, MOVE: ioctlInfo('MOVE').request,
@@ -80,6 +82,7 @@ export class Userfaultfd {
   readonly #watchers = new Set<{ watcher: Watcher; stop: () => void }>();
   readonly #ref: WeakRef<Userfaultfd>;
   #readBuffer = new Uint8Array(64 * MSG_SIZE);
+  #fill: FillIoctls | undefined;
   #unconsumed: UffdEventOf[] = [];
 
   private constructor(fd: number, features: FeatureSet) {
@@ -211,8 +214,17 @@ export class Userfaultfd {
     if (!ArrayBuffer.isView(src)) throw new TypeError(`src must be an ArrayBufferView, got ${describe(src)}`);
     // The length V8 holds, not the byteLength property: user code can redefine that to read past the view.
     const length = checkLength(native.byteLengthOf(src), 'src.byteLength', PAGE_SIZE);
-    const mode = (checkBoolean(o.wake, 'wake') === false ? COPY_MODE.DONTWAKE : 0n) | (checkBoolean(o.wp, 'wp') === true ? COPY_MODE.WP : 0n);
+    const wake = checkBoolean(o.wake, 'wake') !== false;
+    const wp = checkBoolean(o.wp, 'wp') === true;
     const source = native.addressOf(src);
+    if (!wp && dst < NUMBER_END) {
+      // The common case without BigInt arithmetic per call (addresses below 2^53 are exact as Numbers).
+      this.#fill ??= new FillIoctls(this);
+      const errno = this.#fill.copy(Number(dst), Number(source), length, wake);
+      if (errno !== 0) throw new UffdError(errno, 'ioctl(UFFDIO_COPY)', { bytes: this.#fill.done });
+      return length;
+    }
+    const mode = (wake ? 0n : COPY_MODE.DONTWAKE) | (wp ? COPY_MODE.WP : 0n);
     return this.#resolve(REQ.COPY, 'ioctl(UFFDIO_COPY)', dst, source, length, mode);
   }
 
