@@ -77,6 +77,18 @@ describe('restores by a Firecracker-exact peer', { skip }, () => {
     });
   }
 
+  test('a working set (10% in a fixed random order, guest work between touches): only it is faulted and verified', async () => {
+    const { vmm, logs } = await serve({ readahead: 1 }, ['--random', '--working-set', '10', '--work-us', '20']);
+    assert.equal(vmm.code, 0, vmm.stderr);
+    const pages = Math.floor((MEMORY_BYTES / 4096) * 0.1);
+    assert.equal(vmm.out?.touched, pages);
+    assert.equal(vmm.out?.verified, pages);
+    assert.equal(vmm.out?.mismatches, 0);
+    const gone = logs.find((e) => e.event === 'gone');
+    assert.ok(gone?.event === 'gone');
+    assert.equal(gone.summary.faults, pages, 'one fault per working-set page, nothing else');
+  });
+
   test('write faults', async () => {
     verified((await serve({}, ['--write', '--threads', '2'])).vmm);
   });

@@ -31,6 +31,9 @@
  *   --random             random page order (Fisher-Yates over all pages, split among threads); default: each
  *                        thread walks a contiguous share in address order
  *   --seed N             seed of the random order (default 1)
+ *   --working-set PCT    touch (and verify) only the first PCT percent of the page order (default 100): with
+ *                        --random, a working set in a fixed random order, as a restored guest touches it
+ *   --work-us N          the guest's own work after each touch: a busy wait of N µs (default 0)
  *   --write              touch by writing the page's expected first 8 bytes (a write fault) instead of reading
  *   --touch all|none     none: after the handshake touch nothing; wait up to --hold ms for the peer to close
  *                        the socket (1.12 only; reported as peerClosed), then exit 0
@@ -119,7 +122,7 @@ struct options {
   char protocol[16];
   int shape; /* 1: three fields; 2: + page_size_kib; 3: + page_size, page_size_kib */
   int hugetlb, random, write, touch, send, balloon, balloon_during, no_uffd, verbose, keep_socket;
-  size_t regions, gap_pages, threads, split, balloon_first, balloon_count;
+  size_t regions, gap_pages, threads, split, balloon_first, balloon_count, working_set, work_us;
   uint64_t seed, size;
   long die_after, hold_ms, timeout_ms, connect_timeout_ms, split_delay_ms;
   int balloon_range_given;
@@ -214,7 +217,7 @@ static int protocol_shape(const char *text) {
 
 static void parse_options(int argc, char **argv, struct options *o) {
   *o = (struct options){ .fds = "uffd", .shape = 3, .touch = 1, .send = 1, .keep_socket = -1, .regions = 1,
-                         .gap_pages = 1, .threads = 1, .seed = 1, .die_after = -1, .hold_ms = 1000,
+                         .gap_pages = 1, .threads = 1, .working_set = 100, .seed = 1, .die_after = -1, .hold_ms = 1000,
                          .timeout_ms = 120000, .connect_timeout_ms = 5000, .split_delay_ms = 50 };
   snprintf(o->protocol, sizeof o->protocol, "1.12");
   for (int i = 1; i < argc; i++) {
@@ -234,6 +237,8 @@ static void parse_options(int argc, char **argv, struct options *o) {
     else if (strcmp(a, "--size") == 0) o->size = number(a, TAKE());
     else if (strcmp(a, "--threads") == 0) o->threads = number(a, TAKE());
     else if (strcmp(a, "--random") == 0) o->random = 1;
+    else if (strcmp(a, "--working-set") == 0) o->working_set = number(a, TAKE());
+    else if (strcmp(a, "--work-us") == 0) o->work_us = number(a, TAKE());
     else if (strcmp(a, "--seed") == 0) o->seed = number(a, TAKE());
     else if (strcmp(a, "--write") == 0) o->write = 1;
     else if (strcmp(a, "--touch") == 0) {
@@ -308,6 +313,7 @@ static void layout(struct vmm *v) {
   }
   v->pages = size / v->page_size;
   if (o->regions > v->pages) die(EXIT_USAGE, "--regions %zu: more regions than pages (%zu)", o->regions, v->pages);
+  if (o->working_set < 1 || o->working_set > 100) die(EXIT_USAGE, "--working-set %zu: a percentage in [1, 100]", o->working_set);
   if (o->hugetlb && o->touch && o->send && free_huge_pages() < v->pages) {
     die(EXIT_SETUP, "needs %zu free 2 MiB huge pages, HugePages_Free is %zu (raise vm.nr_hugepages)", v->pages,
         free_huge_pages());
@@ -619,6 +625,13 @@ static void balloon_out(struct vmm *v) {
   note(v, "ballooned out pages [%zu, %zu)", v->o.balloon_first, end);
 }
 
+/* The guest's own work between touches: a busy wait (a vCPU computing, not sleeping). */
+static void work(size_t micros) {
+  uint64_t until = now_ns() + (uint64_t)micros * 1000;
+  while (now_ns() < until) {
+  }
+}
+
 static void *toucher(void *arg) {
   struct worker *w = arg;
   struct vmm *v = w->vmm;
@@ -630,7 +643,10 @@ static void *toucher(void *arg) {
     for (size_t p = v->o.balloon_first; p < v->o.balloon_first + v->o.balloon_count; p++) touch_page(v, w, p);
     balloon_out(v); /* while the other threads are still faulting */
   }
-  for (size_t i = w->from; i < w->to; i++) touch_page(v, w, v->order[i]);
+  for (size_t i = w->from; i < w->to; i++) {
+    touch_page(v, w, v->order[i]);
+    if (v->o.work_us > 0) work(v->o.work_us);
+  }
   w->finished = now_ns();
   atomic_store(&w->state, 2);
   return NULL;
@@ -705,7 +721,6 @@ static void plan(struct vmm *v) {
   for (size_t p = 0; p < v->pages; p++) {
     if (!(v->o.balloon_during && in_balloon(v, p))) v->order[n++] = p;
   }
-  v->order_len = n;
   if (v->o.random) {
     uint64_t state = v->o.seed;
     for (size_t i = n; i > 1; i--) {
@@ -715,6 +730,9 @@ static void plan(struct vmm *v) {
       v->order[j] = tmp;
     }
   }
+  /* A working set: the first pages of the order only (touched, then verified); the rest stay untouched. */
+  if (v->o.working_set < 100) n = n * v->o.working_set / 100 > 0 ? n * v->o.working_set / 100 : 1;
+  v->order_len = n;
   for (size_t t = 0; t < v->o.threads; t++) {
     struct worker *w = &v->workers[t];
     w->vmm = v;
