@@ -98,7 +98,7 @@ function requireTaskset(): void {
 function nodeServerAvailable(): boolean {
   if (!existsSync(cli)) return false;
   const r = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8' });
-  return r.status === 0 && /^\s+serve --socket/m.test(r.stdout);
+  return r.status === 0 && /^\s+serve\s/m.test(r.stdout);
 }
 
 /** A deterministic pattern, different in every 4-byte word and never zero: a misplaced or zero page shows. */
