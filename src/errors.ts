@@ -62,13 +62,21 @@ export class UnsupportedFeatureError extends Error {
   override name = 'UnsupportedFeatureError';
   readonly code = 'ERR_UFFD_UNSUPPORTED_FEATURE';
   readonly missing: FeatureName[];
+  /** 'kernel': this kernel does not offer them; 'privilege': it does, but this process may not enable them. */
+  readonly reason: 'kernel' | 'privilege';
 
-  constructor(missing: FeatureName[], why?: string) {
-    const described = missing.map((name) => {
-      const info = FEATURES.find((f) => f.name === name);
-      return info === undefined ? name : `${name} (Linux ${info.since})`;
-    });
-    super(`userfaultfd feature${missing.length > 1 ? 's' : ''} not available on this kernel (Linux ${release()}): ${described.join(', ')}${why === undefined ? '' : `; ${why}`}`);
+  constructor(missing: FeatureName[], why?: string, reason: 'kernel' | 'privilege' = 'kernel') {
+    const s = missing.length > 1 ? 's' : '';
+    if (reason === 'privilege') {
+      super(`userfaultfd feature${s} ${missing.join(', ')} offered by this kernel but refused to this process (EPERM)${why === undefined ? '' : `: ${why}`}`);
+    } else {
+      const described = missing.map((name) => {
+        const info = FEATURES.find((f) => f.name === name);
+        return info === undefined ? name : `${name} (Linux ${info.since})`;
+      });
+      super(`userfaultfd feature${s} not available on this kernel (Linux ${release()}): ${described.join(', ')}${why === undefined ? '' : `; ${why}`}`);
+    }
     this.missing = missing;
+    this.reason = reason;
   }
 }

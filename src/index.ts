@@ -17,7 +17,7 @@ export { LazyMemory } from './lazy/lazy-memory.js';
 export type { LazyMemoryOptions, LazyStats } from './lazy/lazy-memory.js';
 export { bufferSource, fileSource, moduleSource, zeroSource } from './sources/source.js';
 export type { PageSource, SourceSpec } from './sources/source.js';
-export { SourceOpenError } from './sources/source-error.js';
+export { SourceOpenError, SourceReadError } from './sources/source-error.js';
 export { httpSource } from './sources/http-source.js';
 export type { HttpSourceOptions } from './sources/http-source.js';
 export { RemoteSourceError } from './sources/remote-error.js';

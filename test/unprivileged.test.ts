@@ -31,7 +31,7 @@ const umo = Userfaultfd.open({ userModeOnly: true, request: ['EVENT_FORK', 'THRE
 out.requested = umo.features.toJSON();
 umo.close();
 try { Userfaultfd.open({ userModeOnly: true, require: ['EVENT_FORK'] }); out.requireFork = 'ok'; }
-catch (e) { out.requireFork = { unsupported: e instanceof UnsupportedFeatureError, missing: e.missing, message: e.message }; }
+catch (e) { out.requireFork = { unsupported: e instanceof UnsupportedFeatureError, missing: e.missing, message: e.message, reason: e.reason }; }
 process.stdout.write(JSON.stringify(out));
 `;
 
@@ -48,7 +48,7 @@ interface Report {
   access: Record<'syscall' | 'device' | 'userModeOnly', { ok: boolean; code?: string; hint?: string }>;
   plain: 'ok' | { code: string; message: string };
   requested: string[];
-  requireFork: 'ok' | { unsupported: boolean; missing: string[]; message: string };
+  requireFork: 'ok' | { unsupported: boolean; missing: string[]; message: string; reason: string };
 }
 
 test('as nobody: access diagnostics, user-mode-only works, EVENT_FORK is dropped or refused by name', { skip }, () => {
@@ -85,4 +85,8 @@ test('as nobody: access diagnostics, user-mode-only works, EVENT_FORK is dropped
   assert.equal(out.requireFork.unsupported, true);
   assert.deepEqual(out.requireFork.missing, ['EVENT_FORK']);
   assert.match(out.requireFork.message, /CAP_SYS_PTRACE/);
+  // The kernel offers it: the error blames the privilege, not the kernel version.
+  assert.equal(out.requireFork.reason, 'privilege');
+  assert.match(out.requireFork.message, /offered by this kernel but refused to this process \(EPERM\)/);
+  assert.doesNotMatch(out.requireFork.message, /not available on this kernel/);
 });

@@ -118,7 +118,7 @@ export class Userfaultfd {
       let result = uffdioApi(fd, wanted);
       if (errnoName(result.errno) === 'EPERM' && (wanted & EVENT_FORK) !== 0n) {
         if (required.includes('EVENT_FORK')) {
-          throw new UnsupportedFeatureError(['EVENT_FORK'], 'EVENT_FORK needs CAP_SYS_PTRACE in the initial user namespace');
+          throw new UnsupportedFeatureError(['EVENT_FORK'], 'EVENT_FORK needs CAP_SYS_PTRACE in the initial user namespace (run as root)', 'privilege');
         }
         // A failed UFFDIO_API leaves the fd uninitialized: retry on the same fd without the bit.
         wanted &= ~EVENT_FORK;
@@ -437,10 +437,14 @@ export class Userfaultfd {
         if (done === length) return length;
         continue;
       }
-      throw new UffdError(errno, syscall, { bytes: done });
+      // ENOENT is what the kernel says for a destination outside every range registered on this uffd.
+      throw new UffdError(errno, syscall, { bytes: done, ...(errno === -2 ? { hint: 'the destination is not in a range registered with this uffd' } : {}) });
     }
   }
 }
+
+/** Which kind of uffd LazyMemory and the like got: a full one, or user-mode-only (kernel-mode faults EFAULT). */
+export type UffdMode = 'full' | 'user-mode-only';
 
 /**
  * Wraps the fd a FORK message installed in this process. If it cannot be adopted it is closed, and the
@@ -460,12 +464,13 @@ function adoptChild(child: number): Userfaultfd | undefined {
 /**
  * A full uffd when this process may create one, else a user-mode-only one: then faults the kernel takes on
  * the program's behalf (a read(2) into registered memory) fail with EFAULT instead of reaching the handler.
+ * `refused` is why the full uffd was not possible.
  */
-export function openPreferringFull(options: Omit<OpenOptions, 'userModeOnly'> = {}): Userfaultfd {
+export function openPreferringFull(options: Omit<OpenOptions, 'userModeOnly'> = {}): { uffd: Userfaultfd; mode: UffdMode; refused?: UffdError } {
   try {
-    return Userfaultfd.open(options);
+    return { uffd: Userfaultfd.open(options), mode: 'full' };
   } catch (err) {
-    if (err instanceof UffdError && err.code === 'EPERM') return Userfaultfd.open({ ...options, userModeOnly: true });
+    if (err instanceof UffdError && err.code === 'EPERM') return { uffd: Userfaultfd.open({ ...options, userModeOnly: true }), mode: 'user-mode-only', refused: err };
     throw err;
   }
 }

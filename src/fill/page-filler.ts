@@ -44,8 +44,8 @@ export interface FillerOptions {
   /** Aborted when the filler's owner stops: reads still waiting fail at once instead of holding the stop. */
   signal?: AbortSignal;
   stats: FillStats;
-  /** Told about each page given up on (zero policy): the program hears of it as an 'error' event. */
-  reportSourceError: (page: number, error: unknown) => void;
+  /** Told about each page given up on, before it is poisoned or zero-filled (the poisoned toucher dies of it). */
+  reportSourceError: (page: number, error: unknown, outcome: 'poisoned' | 'zero-filled') => void;
 }
 
 /** A result now, or later. */
@@ -411,6 +411,7 @@ export class PageFiller {
   #giveUp(page: number, error: unknown): void {
     const { uffd, pageSize, stats, onSourceError } = this.#o;
     if (onSourceError === 'poison') {
+      this.#o.reportSourceError(page, error, 'poisoned');
       // Fail-stop: the toucher gets SIGBUS (SIGSEGV with PROT_NONE before 6.6), never wrong data.
       const address = this.#o.base + BigInt(page * pageSize);
       try {
@@ -424,7 +425,7 @@ export class PageFiller {
       this.#served[page] = PRESENT;
     } else {
       this.#zeroFill(page, false);
-      this.#o.reportSourceError(page, error);
+      this.#o.reportSourceError(page, error, 'zero-filled');
     }
   }
 

@@ -6,13 +6,15 @@ import type { SourceSpec } from '../sources/source.js';
 import { Mapping } from '../core/mapping.js';
 import { startWorker } from '../core/worker-thread.js';
 import { openPreferringFull, Userfaultfd } from '../core/uffd.js';
+import type { UffdMode } from '../core/uffd.js';
+import type { UffdError } from '../errors.js';
 import { failMissingPages } from '../fill/fail-missing.js';
 import { checkBoolean, checkOptionsObject, describe } from '../validate.js';
 import type { SourceErrorPolicy } from '../fill/page-filler.js';
 import { DEFAULT_READ_TIMEOUT_MS } from '../fill/page-filler.js';
 import type { FillStatsSnapshot } from '../fill/stats.js';
 import { SharedStats } from '../fill/stats.js';
-import { rebuildError } from '../sources/source-error.js';
+import { describeSource, rebuildError, SourceReadError } from '../sources/source-error.js';
 
 export type LazyStats = FillStatsSnapshot;
 import type { FromWorker, ToWorker, WorkerInput } from './worker.js';
@@ -46,17 +48,24 @@ export class LazyMemory extends EventEmitter {
   readonly #onExit: () => void;
   /** The source's length in bytes (the memory is this rounded up to whole pages). */
   readonly sourceLength: number;
+  /**
+   * 'full': every fault is served, the kernel's own accesses (a read(2) into this memory, fs.writeFile of a
+   * view) included. 'user-mode-only' (no privilege for a full uffd): faults the kernel takes on the program's
+   * behalf fail with EFAULT instead; touch such pages from JavaScript first.
+   */
+  readonly mode: UffdMode;
   #closing: Promise<void> | undefined;
 
-  private constructor(parts: { mapping: Mapping; uffd: Userfaultfd; canPoison: boolean; worker: Worker; stats: SharedStats; sourceLength: number }) {
+  private constructor(parts: { mapping: Mapping; uffd: Userfaultfd; mode: UffdMode; canPoison: boolean; worker: Worker; stats: SharedStats; sourceLength: number; source: string }) {
     super();
+    this.mode = parts.mode;
     this.#mapping = parts.mapping;
     this.#uffd = parts.uffd;
     this.#worker = parts.worker;
     this.#stats = parts.stats;
     this.sourceLength = parts.sourceLength;
     this.#worker.on('message', (m: FromWorker) => {
-      if (m.type === 'sourceError') this.emit('error', Object.assign(new Error(`page ${String(m.page)} zero-filled: the source failed: ${m.message}`), { code: 'ERR_UFFD_SOURCE', page: m.page }));
+      if (m.type === 'sourceError') this.emit('error', new SourceReadError({ page: m.page, offset: m.offset, source: parts.source, outcome: m.outcome }, m.error));
       if (m.type === 'failed') this.#fail(new Error(`the resolver failed and poisoned the pages it had not filled: ${m.message}`));
     });
     // After the listener: adding a 'message' listener refs the worker's port again.
@@ -131,13 +140,20 @@ export class LazyMemory extends EventEmitter {
       const first = await nextMessage(worker);
       if (first.type !== 'source') throw rebuildError('LazyMemory: the source could not be opened', first.type === 'failed' ? first.error ?? { message: first.message } : { message: first.type }, 'ERR_UFFD_SOURCE');
       mapping = Mapping.anonymous(first.length, { hugetlb });
-      uffd = userModeOnly === 'auto' ? openPreferringFull() : Userfaultfd.open({ userModeOnly });
+      let mode: UffdMode = userModeOnly === true ? 'user-mode-only' : 'full';
+      if (userModeOnly === 'auto') {
+        const opened = openPreferringFull();
+        ({ uffd, mode } = opened);
+        if (opened.refused !== undefined) warnUserModeOnly(opened.refused);
+      } else {
+        uffd = Userfaultfd.open({ userModeOnly });
+      }
       const ioctls = uffd.register(mapping, { missing: true });
       const serve: ToWorker = { type: 'serve', fd: uffd.dup(), base: mapping.address, pageSize: mapping.pageSize, pages: mapping.length / mapping.pageSize, canPoison: ioctls.has('POISON') };
       worker.postMessage(serve);
       const ready = await nextMessage(worker);
       if (ready.type !== 'ready') throw new Error(`LazyMemory: the resolver failed to start: ${ready.type === 'failed' ? ready.message : ready.type}`);
-      return new LazyMemory({ mapping, uffd, canPoison: ioctls.has('POISON'), worker, stats, sourceLength: first.length });
+      return new LazyMemory({ mapping, uffd, mode, canPoison: ioctls.has('POISON'), worker, stats, sourceLength: first.length, source: describeSource(source) });
     } catch (err) {
       await worker.terminate();
       uffd?.close();
@@ -219,6 +235,20 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
   } finally {
     clearTimeout(timer);
   }
+}
+
+let warnedUserModeOnly = false;
+
+/** Once per process: the silent alternative was an EFAULT much later, far from its cause. */
+function warnUserModeOnly(refused: UffdError): void {
+  if (warnedUserModeOnly) return;
+  warnedUserModeOnly = true;
+  process.emitWarning(
+    `LazyMemory is user-mode-only here (a full userfaultfd was refused: ${refused.message}): kernel-mode access to pages not yet touched, `
+      + '(a read(2) into the memory, fs.writeFile of a view) fails with EFAULT instead of being served. Touch them from JavaScript first, '
+      + 'or run with the privilege; pass userModeOnly: true to choose this mode without the warning (lazy.mode tells which mode is in effect).',
+    { code: 'UFFD_USER_MODE_ONLY' },
+  );
 }
 
 async function nextMessage(worker: Worker): Promise<FromWorker> {

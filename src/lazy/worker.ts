@@ -8,7 +8,7 @@ import { autoReadahead, fixedReadahead } from '../policy/readahead.js';
 import { openSource } from '../sources/source.js';
 import type { PageSource, SourceSpec } from '../sources/source.js';
 import { Userfaultfd } from '../core/uffd.js';
-import { closeSync } from 'node:fs';
+import { closeSync, writeSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { failMissingPages } from '../fill/fail-missing.js';
 import { protectNone } from '../core/mapping.js';
@@ -17,7 +17,7 @@ import { MessageBatch } from '../fill/message-batch.js';
 import { FdWatcher } from '../core/watch.js';
 import type { SourceErrorPolicy } from '../fill/page-filler.js';
 import { SharedStats } from '../fill/stats.js';
-import { errorFields } from '../sources/source-error.js';
+import { describeSource, errorFields, SourceReadError } from '../sources/source-error.js';
 import type { ErrorFields } from '../sources/source-error.js';
 
 export interface WorkerInput {
@@ -35,7 +35,7 @@ export type ToWorker = { type: 'serve'; fd: number; base: bigint; pageSize: numb
 export type FromWorker =
   | { type: 'source'; length: number }
   | { type: 'ready' }
-  | { type: 'sourceError'; page: number; message: string }
+  | { type: 'sourceError'; page: number; offset: number; outcome: 'poisoned' | 'zero-filled'; error: ErrorFields }
   | { type: 'failed'; message: string; error?: ErrorFields }
   | { type: 'stopped' };
 
@@ -84,7 +84,13 @@ async function run(serve: Extract<ToWorker, { type: 'serve' }>): Promise<void> {
       onSourceError: input.onSourceError, retries: input.retries, retryDelayMs: input.retryDelayMs, readTimeoutMs: input.readTimeoutMs, signal: stop.signal,
       canPoison: serve.canPoison, protect: protectNone,
       stats: new SharedStats(input.stats),
-      reportSourceError: (page, error) => { send({ type: 'sourceError', page, message: error instanceof Error ? error.message : String(error) }); },
+      reportSourceError: (page, error, outcome) => {
+        const offset = page * serve.pageSize;
+        // Written synchronously before the page is poisoned: the toucher dies of SIGBUS at once, and no
+        // event it could have listened for would ever run.
+        if (outcome === 'poisoned') writeSync(2, `userfaultfd: ${new SourceReadError({ page, offset, source: describeSource(input.source), outcome }, errorFields(error)).message}; the thread that touches it gets SIGBUS (fail-stop; onSourceError: 'zero' fills zeros instead)\n`);
+        send({ type: 'sourceError', page, offset, outcome, error: errorFields(error) });
+      },
     });
     port.on('message', (m: ToWorker) => { if (m.type === 'stop') stop.abort(); });
     send({ type: 'ready' });

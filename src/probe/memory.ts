@@ -57,7 +57,7 @@ function probeMode(type: MemoryType, mode: RegisterMode): ModeProbe {
   try {
     const mapping = open(scratch(type, TRIALS.length * (type === 'hugetlb' ? hugePageSize() : PAGE_SIZE)));
     const page = mapping.pageSize;
-    const uffd = open(openPreferringFull({ request: ['WP_UNPOPULATED'] }));
+    const uffd = open(openPreferringFull({ request: ['WP_UNPOPULATED'] }).uffd);
     const moveSource = open(Mapping.anonymous(page));
     const alias = type === 'anon' ? undefined : open(mapping.alias());
     let reported: IoctlSet;

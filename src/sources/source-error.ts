@@ -66,3 +66,29 @@ export function rebuildError(message: string, fields: ErrorFields, fallbackCode:
   const cause = Object.assign(new Error(fields.message), fields);
   return Object.assign(new Error(`${message}: ${fields.message}`, { cause }), { code: fields.code ?? fallbackCode, ...(fields.path === undefined ? {} : { path: fields.path }) });
 }
+
+/** What a source is, for a message: `file /data/model.bin`, `module file:///...`, `buffer`, `zeros`. */
+export function describeSource(spec: { kind: string; path?: string; url?: string }): string {
+  return spec.path !== undefined ? `${spec.kind} ${spec.path}` : spec.url !== undefined ? `${spec.kind} ${spec.url}` : spec.kind;
+}
+
+/** A page the source could not deliver (after the retries): it was poisoned or zero-filled. */
+export class SourceReadError extends Error {
+  override name = 'SourceReadError';
+  readonly code = 'ERR_UFFD_SOURCE';
+  /** Page index in the memory, and its byte offset in the source. */
+  readonly page: number;
+  readonly offset: number;
+  /** describeSource() of the source. */
+  readonly source: string;
+  /** 'poisoned' (onSourceError 'poison': the toucher gets SIGBUS) or 'zero-filled' (onSourceError 'zero'). */
+  readonly outcome: 'poisoned' | 'zero-filled';
+
+  constructor(info: { page: number; offset: number; source: string; outcome: 'poisoned' | 'zero-filled' }, cause: ErrorFields) {
+    super(`page ${String(info.page)} (offset ${String(info.offset)}) of ${info.source} ${info.outcome}: the source failed: ${cause.message}`, { cause: Object.assign(new Error(cause.message), cause) });
+    this.page = info.page;
+    this.offset = info.offset;
+    this.source = info.source;
+    this.outcome = info.outcome;
+  }
+}
