@@ -32,8 +32,8 @@ fi
 # The addon goes back to the host Node's build however this script ends.
 restore() {
   echo "== rebuilding the addon for the host's node $(node -v)"
-  env -u npm_config_nodedir npm run --silent install >/dev/null 2>&1 || {
-    echo "test-node-versions: rebuilding the addon for $(node -v) FAILED: run npm run install" >&2
+  env -u npm_config_nodedir npm run --silent build:addon >/dev/null 2>&1 || {
+    echo "test-node-versions: rebuilding the addon for $(node -v) FAILED: run npm run build:addon" >&2
     exit 1
   }
 }
@@ -61,7 +61,7 @@ for major in "${majors[@]}"; do
   dir=$(node_dir "$major")
   version=$("$dir/bin/node" -v)
   echo "== node $version: building the addon against $dir/include/node"
-  PATH=$dir/bin:$PATH npm_config_nodedir=$dir npm run --silent install >"$out/build-$major.log" 2>&1 || {
+  PATH=$dir/bin:$PATH npm_config_nodedir=$dir npm run --silent build:addon >"$out/build-$major.log" 2>&1 || {
     cat "$out/build-$major.log" >&2
     results+=("node $version: the addon did not build")
     status=1

@@ -68,15 +68,28 @@ function packageRoot(): string {
   return dir;
 }
 
+/**
+ * The addon through node-gyp-build: a local build (build/Release, made by `npm install` from source) first,
+ * else the prebuilt binary shipped in prebuilds/<platform>-<arch>/ (N-API: one per architecture and libc).
+ */
 function load(): NativeBinding {
   if (process.platform !== 'linux') {
     throw new Error(`userfaultfd: Linux only (this is ${process.platform})`);
   }
-  const path = join(packageRoot(), 'build', 'Release', 'userfaultfd.node');
-  if (!existsSync(path)) {
-    throw new Error(`userfaultfd: the native addon is not built (${path} is missing); run \`npm install\` in the package`);
+  const require = createRequire(import.meta.url);
+  const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
+  const root = packageRoot();
+  let path: string;
+  try {
+    path = nodeGypBuild.path(root);
+  } catch (err) {
+    throw new Error(
+      `userfaultfd: no native addon for linux-${process.arch} in ${root}: no prebuilt binary for this platform and no local build. `
+        + 'Build it from source with `npm rebuild userfaultfd` (needs a C compiler, make and python3: apt-get install build-essential python3)',
+      { cause: err },
+    );
   }
-  return createRequire(import.meta.url)(path) as NativeBinding;
+  return require(path) as NativeBinding;
 }
 
 export const native: NativeBinding = load();

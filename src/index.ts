@@ -1,6 +1,8 @@
 export { FEATURES, IOCTLS, MADVISE, decodeMessage } from './abi.js';
 export type { FeatureInfo, FeatureName, IoctlInfo, IoctlName, MadviseName, RawMessage } from './abi.js';
-export { UffdError, UnsupportedFeatureError } from './errors.js';
+export { isEexist, UffdError, UnsupportedFeatureError } from './errors.js';
+export { presentPages } from './system.js';
+export type { Via } from './core/create.js';
 export type { UffdEvent, PagefaultKind } from './core/events.js';
 export { Mapping, MAX_BUFFER_LENGTH } from './core/mapping.js';
 export { probe } from './probe/probe.js';

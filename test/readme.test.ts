@@ -11,7 +11,7 @@ import { ROOT } from './support/support.js';
 const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
 const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]);
 
-for (const name of ['quickstart', 'lazy-file']) {
+for (const name of ['quickstart', 'lazy-file', 'threading']) {
   test(`README example docs/examples/${name}.ts is shown verbatim and runs`, () => {
     const source = readFileSync(join(ROOT, 'docs', 'examples', `${name}.ts`), 'utf8');
     assert.ok(blocks.includes(source), `README.md shows docs/examples/${name}.ts as it is`);
@@ -27,6 +27,7 @@ for (const name of ['quickstart', 'lazy-file']) {
       rmSync(script);
       assert.equal(r.status, 0, r.stderr);
       if (name === 'lazy-file') assert.match(r.stdout, /^42 \{/);
+      else if (name === 'threading') assert.equal(r.stdout, '0 5\n');
       else assert.match(r.stdout, /'MISSING_SHMEM'[\s\S]*'COPY'/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
