@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# `npm run test:node`: the host test suite on other Node.js majors (22 and 24 by default), each with the addon
+# `npm run test:node`: the host test suite on other Node.js majors (22, 24 and 26 by default), each with the addon
 # built against that Node's own headers, then the addon rebuilt for the Node on PATH.
 #
-#   scripts/test-node-versions.sh [major...]     default: $UFFD_NODE_VERSIONS or "22 24"
+#   scripts/test-node-versions.sh [major...]     default: $UFFD_NODE_VERSIONS or "22 24 26"
 #
 #   UFFD_NODE_CACHE       where the Node packages are kept (default /var/cache/uffd-node, else ~/.cache)
 #   UFFD_NODE_REFRESH=1   fetch the newest release of each major again
@@ -17,7 +17,7 @@ set -euo pipefail
 {
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
-read -r -a majors <<<"${*:-${UFFD_NODE_VERSIONS:-22 24}}"
+read -r -a majors <<<"${*:-${UFFD_NODE_VERSIONS:-22 24 26}}"
 if [ -n "${UFFD_NODE_CACHE:-}" ]; then cache=$UFFD_NODE_CACHE
 elif [ -w /var/cache ] || [ -w /var/cache/uffd-node ]; then cache=/var/cache/uffd-node
 else cache=${XDG_CACHE_HOME:-$HOME/.cache}/uffd-node

@@ -16,7 +16,7 @@ export { Userfaultfd } from './core/uffd.js';
 export type { OpenOptions, UffdEventOf } from './core/uffd.js';
 export type { Range } from './validate.js';
 export { LazyMemory } from './lazy/lazy-memory.js';
-export type { LazyMemoryOptions, LazyStats } from './lazy/lazy-memory.js';
+export type { LazyMemoryEvents, LazyMemoryOptions, LazyStats } from './lazy/lazy-memory.js';
 export { bufferSource, fileSource, moduleSource, zeroSource } from './sources/source.js';
 export type { PageSource, SourceSpec } from './sources/source.js';
 export { SourceOpenError, SourceReadError } from './sources/source-error.js';

@@ -20,13 +20,16 @@ function table(rows: string[][]): string[] {
   return rows.map((row) => `  ${row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join('  ')}`.trimEnd());
 }
 
-function featureRows(caps: Capabilities): { bit: number; name: string; offered: boolean; since: string; kind: string; summary: string }[] {
-  const rows: { bit: number; name: string; offered: boolean; since: string; kind: string; summary: string }[] = FEATURES.map((f) => ({
+// `behavioural` is FEATURES' own word: the API, the text table and the JSON use the same one.
+type FeatureRow = { bit: number; name: string; offered: boolean; since: string; behavioural: boolean | null; summary: string };
+
+function featureRows(caps: Capabilities): FeatureRow[] {
+  const rows: FeatureRow[] = FEATURES.map((f) => ({
     bit: f.bit, name: f.name, offered: caps.features.has(f.name), since: f.since,
-    kind: f.behavioural ? 'behaviour' : 'reports', summary: f.summary,
+    behavioural: f.behavioural, summary: f.summary,
   }));
   for (const bit of caps.features.unknownBits) {
-    rows.push({ bit, name: `bit ${String(bit)}`, offered: true, since: '?', kind: 'unknown', summary: 'a feature this version of the library does not know' });
+    rows.push({ bit, name: `bit ${String(bit)}`, offered: true, since: '?', behavioural: null, summary: 'a feature this version of the library does not know' });
   }
   return rows;
 }
@@ -53,8 +56,8 @@ export function renderProbeText(report: ProbeReport): string {
   const rows = featureRows(caps);
   out.push('', `Features: ${String(rows.filter((r) => r.offered).length)} offered (mask ${hex(caps.features.mask)})`);
   out.push(...table([
-    ['bit', 'name', 'offered', 'since', 'kind', 'what it does'],
-    ...rows.map((r) => [String(r.bit), r.name, r.offered ? 'yes' : 'no', r.since, r.kind, r.summary]),
+    ['bit', 'name', 'offered', 'since', 'behavioural', 'what it does'],
+    ...rows.map((r) => [String(r.bit), r.name, r.offered ? 'yes' : 'no', r.since, r.behavioural === null ? 'unknown' : r.behavioural ? 'yes' : 'no', r.summary]),
   ]));
   out.push('', `Ioctls on a new uffd (mask ${hex(caps.ioctls.mask)}): ${caps.ioctls.toString() || 'none'}`);
   if (report.memory !== undefined) {
@@ -98,7 +101,7 @@ export function probeReportJson(report: ProbeReport): unknown {
     features: {
       mask: hex(caps.features.mask),
       offered: caps.features.toJSON(),
-      table: featureRows(caps).map((r) => ({ bit: r.bit, name: r.name, offered: r.offered, since: r.since, kind: r.kind, summary: r.summary })),
+      table: featureRows(caps).map((r) => ({ bit: r.bit, name: r.name, offered: r.offered, since: r.since, behavioural: r.behavioural, summary: r.summary })),
     },
     ioctls: { mask: hex(caps.ioctls.mask), names: caps.ioctls.toJSON() },
   };

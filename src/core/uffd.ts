@@ -33,7 +33,9 @@ export interface OpenOptions {
 export type UffdEventOf = UffdEvent<Userfaultfd>;
 
 /** Keys of the raw message path of the library's own serving loops: no objects per fault message. */
+/** @internal */
 export const readRaw = Symbol('readRaw');
+/** @internal */
 export const eventAt = Symbol('eventAt');
 
 /** Messages read per read(2) by events(). */
@@ -283,6 +285,7 @@ export class Userfaultfd {
   }
 
   /**
+   * @internal
    * Reads pending messages into `into` (whole uffd_msg structs) without decoding them; returns how many,
    * 0 when none is pending. For the library's serving loops, which decode fault messages in place.
    */
@@ -292,7 +295,7 @@ export class Userfaultfd {
     return check(n, 'read') / MSG_SIZE;
   }
 
-  /** Message `index` of a batch read by [readRaw], as an event (a fork's uffd adopted as read() does). */
+  /** @internal Message `index` of a batch read by [readRaw], as an event (a fork's uffd adopted as read() does). */
   [eventAt](bytes: Uint8Array, index: number): UffdEventOf {
     const events = decodeBatch(bytes.subarray(index * MSG_SIZE, (index + 1) * MSG_SIZE), 1, adoptChild);
     return events[0] ?? { type: 'unknown', code: bytes[index * MSG_SIZE] ?? 0, raw: bytes.slice(index * MSG_SIZE, (index + 1) * MSG_SIZE) };

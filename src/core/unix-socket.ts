@@ -4,6 +4,7 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import { native } from '../binding.js';
 import { check, EAGAIN, errnoName, UffdError } from '../errors.js';
 import { describe } from '../validate.js';
+import { FdWatcher } from './watch.js';
 
 export interface PeerCredentials {
   pid: number;
@@ -72,6 +73,31 @@ export class UnixConnection {
     }
     if (r.bytes === 0) return { kind: 'eof', fds: r.fds };
     return { kind: 'data', data: buffer.subarray(0, r.bytes), fds: r.fds };
+  }
+
+  /**
+   * Waits (on the event loop) until a message or the end of the stream arrives, then receives it:
+   * `await conn.receiveAsync()` instead of polling receive() on a timer. `buffer` defaults to a new 64 KiB one.
+   */
+  async receiveAsync(options?: { buffer?: Uint8Array; signal?: AbortSignal }): Promise<Exclude<Received, { kind: 'again' }>> {
+    const buffer = options?.buffer ?? new Uint8Array(64 * 1024);
+    const signal = options?.signal;
+    for (;;) {
+      signal?.throwIfAborted();
+      const r = this.receive(buffer);
+      if (r.kind !== 'again') return r;
+      await new Promise<void>((resolve, reject) => {
+        const done = (err?: Error): void => {
+          watcher.stop();
+          signal?.removeEventListener('abort', onAbort);
+          if (err === undefined) resolve();
+          else reject(err);
+        };
+        const onAbort = (): void => { done(signal?.reason instanceof Error ? signal.reason : new Error('the wait was aborted')); };
+        const watcher = new FdWatcher(this.#open(), () => { done(); }, (err) => { done(err); });
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    }
   }
 
   /** One sendmsg of `data` with `fds` attached; returns bytes sent (EAGAIN throws). */

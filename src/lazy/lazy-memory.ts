@@ -40,7 +40,16 @@ export interface LazyMemoryOptions {
 
 const OPTIONS = ['source', 'readahead', 'hugetlb', 'prefetch', 'onSourceError', 'retries', 'retryDelayMs', 'readTimeoutMs', 'userModeOnly'];
 
-export class LazyMemory extends EventEmitter {
+/**
+ * LazyMemory's events. 'error': a SourceReadError for a page the source could not deliver (zero-filled, or
+ * poisoned), or an Error with code ERR_UFFD_RESOLVER when the resolver thread failed or exited (its unfilled
+ * pages are then poisoned). An unhandled 'error' event throws, as for any EventEmitter.
+ */
+export interface LazyMemoryEvents {
+  error: [SourceReadError | (Error & { code: string })];
+}
+
+export class LazyMemory extends EventEmitter<LazyMemoryEvents> {
   readonly #mapping: Mapping;
   readonly #uffd: Userfaultfd;
   readonly #worker: Worker;
@@ -101,7 +110,8 @@ export class LazyMemory extends EventEmitter {
     if (this.#failed) return;
     this.#failed = true;
     if (!this.#uffd.closed) failMissingPages(this.#uffd, this.#mapping, this.#canPoison);
-    this.emit('error', Object.assign(error, { code: (error as { code?: unknown }).code ?? 'ERR_UFFD_RESOLVER' }));
+    const code = (error as { code?: unknown }).code;
+    this.emit('error', Object.assign(error, { code: typeof code === 'string' ? code : 'ERR_UFFD_RESOLVER' }));
   }
 
   static async open(options: LazyMemoryOptions): Promise<LazyMemory> {
