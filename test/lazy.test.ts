@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { bufferSource, fileSource, LazyMemory, moduleSource, probe, zeroSource } from '../src/index.js';
@@ -210,10 +210,12 @@ test('Node flags of the process (a V8 flag, --input-type) do not stop the resolv
       process.stdout.write(String(new Uint8Array(lazy.buffer)[5000]));
       await lazy.close();
     `);
-    const file = join(mkdtempSync(join(tmpdir(), 'uffd-flags-')), 'main.mjs');
+    const dir = mkdtempSync(join(tmpdir(), 'uffd-flags-'));
+    const file = join(dir, 'main.mjs');
     writeFileSync(file, script);
     const args = flags.includes('--input-type=module') ? [...flags, '-e', script] : [...flags, file];
     const r = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 30_000 });
+    rmSync(dir, { recursive: true, force: true });
     assert.equal(r.status, 0, `${flags.join(' ')}: ${r.stderr}`);
     assert.equal(r.stdout, '4');
   }
