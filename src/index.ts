@@ -37,3 +37,7 @@ export { Snapshot } from './track/snapshot.js';
 export type { SnapshotOptions, SnapshotStats } from './track/snapshot.js';
 export { applyIncremental, readDeltaIndex } from './track/delta-file.js';
 export type { DeltaIndex } from './track/delta-file.js';
+export { CriuLazyPagesDaemon } from './server/criu/lazy-pages-daemon.js';
+export type { DaemonResult, LazyPagesDaemonOptions } from './server/criu/lazy-pages-daemon.js';
+export { CriuImageError, CriuProtocolError } from './server/criu/errors.js';
+export type { CriuImageErrorReason, CriuProtocolErrorReason } from './server/criu/errors.js';

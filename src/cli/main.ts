@@ -6,11 +6,13 @@ import { demoCommand } from './demo.js';
 import { EXIT, reportFailure, UsageError } from './failure.js';
 import { probeCommand } from './probe.js';
 import { serveCommand } from './serve.js';
+import { criuLazyPagesCommand } from './criu-lazy-pages.js';
 import { renderVersion, versionReport } from './version.js';
 
 const COMMANDS: Record<string, Command> = {
   probe: probeCommand,
   serve: serveCommand,
+  'criu-lazy-pages': criuLazyPagesCommand,
   demo: demoCommand,
 };
 
