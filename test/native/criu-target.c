@@ -9,6 +9,8 @@
 //   fork     2 children forked before the dump, and after the restore each process forks one more; all check
 //   remap    during the check: mremap (move) a quarter, munmap one, MADV_DONTNEED one (must read as zeros)
 //   slow     one page after the other, 1 ms every 16 pages (for a daemon killed mid-restore)
+//   touch    (bench) pages in a scattered order, the first 2048 touches timed one by one; reports
+//            "ok touch_ns=T p50_ns=L pages=N", then waits for DIR/stop
 //   futex    4 threads hand a token round via futexes that live in lazy pages, while a fifth thread maps
 //            and unmaps memory (UNMAP events: copies answer EAGAIN meanwhile); then all check
 #define _GNU_SOURCE
@@ -25,6 +27,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096UL
@@ -203,6 +206,43 @@ static int fork_and_check(const char *name) {
   return 0;
 }
 
+/* ---- touch (bench) ---- */
+#define SAMPLES 2048
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int by_value(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int run_touch(void) {
+  static uint64_t lat[SAMPLES];
+  size_t stride = 40503; // odd, so i * stride visits every page of a power-of-two count once
+  uint64_t start = now_ns();
+  size_t n = 0;
+  for (size_t i = 0; i < pages; i++) {
+    size_t p = (i * stride) % pages;
+    uint64_t t = i < SAMPLES ? now_ns() : 0;
+    volatile uint64_t w = *(volatile uint64_t *)(mem + p * PAGE);
+    if (i < SAMPLES) lat[n++] = now_ns() - t;
+    if (w != word_at(p, 0)) fail("page %zu: 0x%016llx", p, (unsigned long long)w);
+  }
+  uint64_t total = now_ns() - start;
+  check_range(0, pages);
+  qsort(lat, n, sizeof lat[0], by_value);
+  char text[200];
+  snprintf(text, sizeof text, "ok touch_ns=%llu p50_ns=%llu pages=%zu", (unsigned long long)total, (unsigned long long)lat[n / 2], pages);
+  if (failure[0] == 0) touch_file("result-root", text);
+  else report("root");
+  wait_for("stop");
+  return failure[0] == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   if (argc != 4) {
     fprintf(stderr, "usage: criu-target DIR plain|threads|fork|remap|slow|futex MIB\n");
@@ -248,6 +288,7 @@ int main(int argc, char **argv) {
   else if (strcmp(mode, "futex") == 0) run_futex();
   else if (strcmp(mode, "remap") == 0) run_remap();
   else if (strcmp(mode, "fork") == 0) fork_and_check("root-fork");
+  else if (strcmp(mode, "touch") == 0) return run_touch();
   else if (strcmp(mode, "slow") == 0) {
     for (size_t p = 0; p < pages && check_page(mem + p * PAGE, p, 0); p++) if (p % 16 == 15) usleep(1000);
   } else check_range(0, pages);

@@ -37,6 +37,8 @@ export interface DaemonResult {
   reason: string;
 }
 
+const PREFETCH_SLICE_MS = 0.5;
+
 const OPTIONS = ['imagesDir', 'socket', 'prefetch', 'readahead', 'probeIntervalMs', 'log'];
 
 export class CriuLazyPagesDaemon {
@@ -214,9 +216,15 @@ export class CriuLazyPagesDaemon {
   #prefetchTurn(): void {
     this.#prefetchScheduled = false;
     if (this.#closed) return;
-    let more = false;
-    for (const p of [...this.#active]) {
-      if (p.prefetchStep()) more = true;
+    // Runs of up to 1 MiB, round-robin, for at most PREFETCH_SLICE_MS per turn: a demand fault waits at
+    // most about that long, and the loop's own cost per turn is spread over several runs.
+    const until = performance.now() + PREFETCH_SLICE_MS;
+    let more = true;
+    while (more && performance.now() < until) {
+      more = false;
+      for (const p of [...this.#active]) {
+        if (p.prefetchStep()) more = true;
+      }
     }
     if (more) {
       this.#prefetchScheduled = true;
