@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -173,4 +173,26 @@ test('startup failures: no pstree.img (status fd closed without the byte), bad o
   assert.equal(await new Promise((resolve) => bad.on('exit', resolve)), 2);
   assert.match(err, /unknown option "--bogus"/);
   rmSync(dir, { recursive: true, force: true });
+});
+
+test('--daemon detaches once listening, writes --pidfile, and the detached daemon serves and ends on SIGTERM', async () => {
+  const s = setup();
+  const pidfile = join(s.dir, 'daemon.pid');
+  const starter = spawn(process.execPath, [CLI, 'criu-lazy-pages', '-D', s.dir, '-o', 'lazy.log', '-d', '--pidfile', pidfile], { stdio: 'ignore' });
+  assert.equal(await new Promise((resolve) => starter.on('exit', resolve)), 0);
+  const pid = Number(readFileSync(pidfile, 'utf8'));
+  assert.ok(Number.isSafeInteger(pid) && pid > 0);
+  const conn = UnixConnection.connect(join(s.dir, 'lazy-pages.socket'));
+  handOver(conn, PID, s.uffd.fd);
+  s.uffd.close();
+  conn.send(word(RESTORE_FINISHED));
+  conn.close();
+  checkMemory(s);
+  process.kill(pid, 'SIGTERM');
+  const until = Date.now() + 10_000;
+  while (existsSync(`/proc/${String(pid)}`) && !/done:|error:/.test(readFileSync(join(s.dir, 'lazy.log'), 'utf8'))) {
+    assert.ok(Date.now() < until, 'the detached daemon did not end');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  cleanup(s);
 });

@@ -143,13 +143,17 @@ async function runCriuLazyPages(args: string[]): Promise<number> {
  * listens (after writing --pidfile and the caller's own status byte), 1 if it failed to start.
  */
 async function daemonize(args: string[], p: Parsed): Promise<number> {
-  const rest = args.filter((a) => a !== '-d' && a !== '--daemon' && !a.startsWith('--status-fd') && !a.startsWith('--pidfile'));
-  const strip = (name: string): void => {
-    const i = rest.indexOf(name);
-    if (i >= 0) rest.splice(i, 2);
-  };
-  strip('--status-fd');
-  strip('--pidfile');
+  // The same options, without those the starter keeps to itself (each `--opt value` or `--opt=value`).
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] ?? '';
+    if (arg === '-d' || arg === '--daemon' || arg.startsWith('--status-fd=') || arg.startsWith('--pidfile=')) continue;
+    if (arg === '--status-fd' || arg === '--pidfile') {
+      i++;
+      continue;
+    }
+    rest.push(arg);
+  }
   const argv1 = process.argv[1] ?? '';
   const child = spawn(process.execPath, [argv1, 'criu-lazy-pages', ...rest, '--status-fd', '3'], { detached: true, stdio: ['ignore', 'ignore', 'inherit', 'pipe'] });
   const pipe = child.stdio[3];
