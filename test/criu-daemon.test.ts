@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Mapping } from '../src/core/mapping.js';
+import { presentPages } from '../src/system.js';
 import { Userfaultfd } from '../src/core/uffd.js';
 import { UnixConnection } from '../src/core/unix-socket.js';
 import { MAGIC } from '../src/server/criu/image-file.js';
@@ -195,4 +196,47 @@ test('--daemon detaches once listening, writes --pidfile, and the detached daemo
     await new Promise((r) => setTimeout(r, 20));
   }
   cleanup(s);
+});
+
+test('--record writes the first-fault order; --prefetch fills those pages first on the next restore', async () => {
+  const order = [9, 3, 40, 3, 20];
+  const record = join(tmpdir(), `uffd-criu-ws-${String(process.pid)}-${String(Date.now())}`);
+  const first = setup();
+  const d1 = await start(first.dir, ['--no-prefetch', '--readahead', '1', '--record', record]);
+  const c1 = UnixConnection.connect(join(first.dir, 'lazy-pages.socket'));
+  handOver(c1, PID, first.uffd.fd);
+  first.uffd.close();
+  c1.send(word(RESTORE_FINISHED));
+  c1.close();
+  const bytes = new Uint8Array(first.mapping.view(0, PAGES * P));
+  for (const p of order) assert.equal(bytes[p * P], pageByte(p));
+  d1.child.kill('SIGTERM');
+  await d1.exited;
+  const a = first.mapping.address;
+  assert.equal(readFileSync(record, 'utf8'), [9, 3, 40, 20].map((p) => `${String(PID)} 0x${(a + BigInt(p * P)).toString(16)}\n`).join(''));
+  cleanup(first);
+
+  // The second restore: its memory is at another address, so the record is rewritten for it.
+  const second = setup();
+  const b = second.mapping.address;
+  writeFileSync(record, [9, 3, 40, 20].map((p) => `${String(PID)} 0x${(b + BigInt(p * P)).toString(16)}\n`).join(''));
+  const d2 = await start(second.dir, ['--no-prefetch', '--prefetch', record]);
+  const c2 = UnixConnection.connect(join(second.dir, 'lazy-pages.socket'));
+  handOver(c2, PID, second.uffd.fd);
+  second.uffd.close();
+  // Filled without a fault: the pages are present before anything touches them.
+  const until = Date.now() + 10_000;
+  while (!/filling its working set first \(4 page\(s\)\)/.test(d2.log())) {
+    assert.ok(Date.now() < until, d2.log());
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const present = (): number[] => [...presentPages(b, PAGES, P)].flatMap((v, i) => (v !== 0 ? [i] : []));
+  while (present().length < 4 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(present(), [3, 9, 20, 40]);
+  c2.send(word(RESTORE_FINISHED));
+  c2.close();
+  d2.child.kill('SIGTERM');
+  await d2.exited;
+  rmSync(record, { force: true });
+  cleanup(second);
 });

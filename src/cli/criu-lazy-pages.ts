@@ -13,10 +13,12 @@ import { UsageError } from './failure.js';
 
 const USAGE = `usage: uffd criu-lazy-pages -D|--images-dir DIR [-W|--work-dir DIR] [-o|--log-file FILE] [-v[N]|--verbosity=N]
         [--status-fd FD] [-d|--daemon] [--pidfile FILE] [--no-prefetch] [--readahead PAGES]
+        [--record FILE] [--prefetch FILE]
       the lazy-pages daemon of \`criu restore --lazy-pages\` (a drop-in for \`criu lazy-pages\`): listens on
       lazy-pages.socket in the work dir (default: the images dir), serves each restored process's memory
       from the images on demand and, after the restore, prefetches the rest (--no-prefetch: demand only,
-      until every process has exited).
+      until every process has exited). --record writes each process's pages in first-fault order when the
+      daemon ends; --prefetch fills the pages such a file lists first, as soon as each process's uffd arrives.
 `;
 
 interface Parsed {
@@ -29,12 +31,15 @@ interface Parsed {
   pidfile?: string;
   prefetch: boolean;
   readahead?: number;
+  record?: string;
+  workingSet?: string;
   help: boolean;
 }
 
 const WITH_VALUE: Record<string, keyof Parsed> = {
   '-D': 'imagesDir', '--images-dir': 'imagesDir', '-W': 'workDir', '--work-dir': 'workDir', '-o': 'logFile', '--log-file': 'logFile',
   '--status-fd': 'statusFd', '--pidfile': 'pidfile', '--verbosity': 'verbosity', '--readahead': 'readahead',
+  '--record': 'record', '--prefetch': 'workingSet',
 };
 const FLAGS: Record<string, (p: Parsed) => void> = {
   '-d': (p) => { p.daemon = true; }, '--daemon': (p) => { p.daemon = true; },
@@ -74,7 +79,7 @@ export function parseCriuLazyPagesArgs(args: string[]): Parsed {
       if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`${name} must be a whole number, got ${JSON.stringify(value)}`);
       p[key] = n;
     } else {
-      p[key as 'imagesDir' | 'workDir' | 'logFile' | 'pidfile'] = value;
+      p[key as 'imagesDir' | 'workDir' | 'logFile' | 'pidfile' | 'record' | 'workingSet'] = value;
     }
   }
   return p;
@@ -97,6 +102,8 @@ async function runCriuLazyPages(args: string[]): Promise<number> {
   // Relative to the caller's directory: resolved before moving to the work dir.
   const imagesDir = resolve(p.imagesDir);
   const workDir = resolve(p.workDir ?? imagesDir);
+  const record = p.record === undefined ? undefined : resolve(p.record);
+  const workingSet = p.workingSet === undefined ? undefined : resolve(p.workingSet);
   let logFd = 2;
   try {
     process.chdir(workDir);
@@ -112,7 +119,12 @@ async function runCriuLazyPages(args: string[]): Promise<number> {
   };
   let daemon: CriuLazyPagesDaemon;
   try {
-    daemon = CriuLazyPagesDaemon.listen({ imagesDir, socket: 'lazy-pages.socket', prefetch: p.prefetch, ...(p.readahead === undefined ? {} : { readahead: p.readahead }), log });
+    daemon = CriuLazyPagesDaemon.listen({
+      imagesDir, socket: 'lazy-pages.socket', prefetch: p.prefetch, log,
+      ...(p.readahead === undefined ? {} : { readahead: p.readahead }),
+      ...(record === undefined ? {} : { record }),
+      ...(workingSet === undefined ? {} : { workingSet }),
+    });
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     log(`error: ${message}`);

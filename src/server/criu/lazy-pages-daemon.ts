@@ -3,6 +3,7 @@
 // "restore finished" marker prefetches everything that remains (or, demand-only, serves until every process
 // has exited). Ends by itself: `done` settles with exit code 0 when every process is complete or gone,
 // 1 when the restore failed (the connection ended early or sent something wrong) or the daemon was closed.
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Userfaultfd } from '../../core/uffd.js';
 import { UnixListener } from '../../core/unix-socket.js';
 import { FdWatcher } from '../../core/watch.js';
@@ -30,6 +31,10 @@ export interface LazyPagesDaemonOptions {
   probeIntervalMs?: number;
   /** Each log line (no newline). */
   log?: (line: string) => void;
+  /** Write each restored process's working set here when the daemon ends: `<pid> 0x<address>` lines, in first-fault order. */
+  record?: string;
+  /** A working set written by `record`: each process's pages are filled first, as soon as its uffd arrives. */
+  workingSet?: string;
 }
 
 export interface DaemonResult {
@@ -39,10 +44,28 @@ export interface DaemonResult {
 
 const PREFETCH_SLICE_MS = 0.5;
 
-const OPTIONS = ['imagesDir', 'socket', 'prefetch', 'readahead', 'probeIntervalMs', 'log'];
+const OPTIONS = ['imagesDir', 'socket', 'prefetch', 'readahead', 'probeIntervalMs', 'log', 'record', 'workingSet'];
+
+/** `<pid> 0x<address>` lines: the pages each process faulted first, in order. */
+export function readWorkingSet(path: string): Map<number, bigint[]> {
+  const sets = new Map<number, bigint[]>();
+  for (const [i, line] of readFileSync(path, 'utf8').split('\n').entries()) {
+    if (line.trim() === '') continue;
+    const m = /^(\d+) 0x([0-9a-f]{1,16})$/.exec(line.trim());
+    if (m?.[1] === undefined || m[2] === undefined || BigInt(`0x${m[2]}`) % 4096n !== 0n) throw new TypeError(`${path}:${String(i + 1)}: expected "<pid> 0x<page address>", got ${JSON.stringify(line.slice(0, 80))}`);
+    const pid = Number(m[1]);
+    let set = sets.get(pid);
+    if (set === undefined) sets.set(pid, (set = []));
+    set.push(BigInt(`0x${m[2]}`));
+  }
+  return sets;
+}
 
 export class CriuLazyPagesDaemon {
-  readonly #o: Required<LazyPagesDaemonOptions>;
+  readonly #o: Required<Omit<LazyPagesDaemonOptions, 'record' | 'workingSet'>> & { record: string | undefined };
+  readonly #workingSet: Map<number, bigint[]>;
+  /** The restored processes (not their forks), for the working-set record. */
+  readonly #roots = new Map<number, LazyProcess>();
   readonly #pids: Set<number>;
   readonly #listener: UnixListener;
   readonly #listenWatch: FdWatcher;
@@ -61,8 +84,9 @@ export class CriuLazyPagesDaemon {
   #prefetchScheduled = false;
   #closed = false;
 
-  private constructor(o: Required<LazyPagesDaemonOptions>, pids: Set<number>, listener: UnixListener) {
+  private constructor(o: Required<Omit<LazyPagesDaemonOptions, 'record' | 'workingSet'>> & { record: string | undefined }, pids: Set<number>, listener: UnixListener, workingSet: Map<number, bigint[]>) {
     this.#o = o;
+    this.#workingSet = workingSet;
     this.#pids = pids;
     this.#listener = listener;
     this.done = new Promise((resolve) => { this.#resolve = resolve; });
@@ -81,9 +105,13 @@ export class CriuLazyPagesDaemon {
     const probeIntervalMs = o.probeIntervalMs ?? 100;
     if (!Number.isSafeInteger(probeIntervalMs) || probeIntervalMs < 1) throw new RangeError(`probeIntervalMs must be a positive integer, got ${describe(o.probeIntervalMs)}`);
     if (o.prefetch !== undefined && typeof o.prefetch !== 'boolean') throw new TypeError(`prefetch must be a boolean, got ${describe(o.prefetch)}`);
+    for (const key of ['record', 'workingSet'] as const) {
+      if (o[key] !== undefined && (typeof o[key] !== 'string' || o[key].length === 0)) throw new TypeError(`${key} must be a file path, got ${describe(o[key])}`);
+    }
+    const workingSet = o.workingSet === undefined ? new Map<number, bigint[]>() : readWorkingSet(o.workingSet);
     const pids = new Set(readPstree(o.imagesDir).map((e) => e.pid));
     const listener = UnixListener.listen(o.socket, { backlog: 10 });
-    return new CriuLazyPagesDaemon({ imagesDir: o.imagesDir, socket: o.socket, prefetch: o.prefetch ?? true, readahead, probeIntervalMs, log: o.log ?? (() => undefined) }, pids, listener);
+    return new CriuLazyPagesDaemon({ imagesDir: o.imagesDir, socket: o.socket, prefetch: o.prefetch ?? true, readahead, probeIntervalMs, log: o.log ?? (() => undefined), record: o.record }, pids, listener, workingSet);
   }
 
   /** Processes being served now (restored ones and their forked children). */
@@ -162,12 +190,20 @@ export class CriuLazyPagesDaemon {
       }
       const lazy = images.runs.reduce((n, r) => n + r.pages, 0);
       this.#log(`pid ${String(pid)}: uffd received; ${String(images.runs.length)} lazy run(s), ${String(lazy)} page(s) in ${String(images.areas.length)} area(s)`);
-      this.#serve(new LazyProcess({
+      const workingSet = this.#workingSet.get(pid) ?? [];
+      const process = new LazyProcess({
         label: `pid ${String(pid)}`, uffd, segments: images.runs, source, readahead: this.#o.readahead, canPoison: this.#canPoison,
         done: (p, how, reason) => { this.#processDone(p, how, reason); },
         forked: (child) => { this.#log(`${child.label}: forked; ${String(child.lazyPages)} lazy page(s) cloned`); this.#serve(child); },
         log: (line) => { this.#log(line); },
-      }));
+        record: this.#o.record !== undefined, workingSet,
+      });
+      this.#roots.set(pid, process);
+      this.#serve(process);
+      if (workingSet.length > 0) {
+        this.#log(`pid ${String(pid)}: filling its working set first (${String(workingSet.length)} page(s))`);
+        this.#startPrefetch();
+      }
     } catch (err) {
       uffd.close();
       this.#end(1, `pid ${String(pid)}: ${err instanceof Error ? err.message : String(err)}`);
@@ -178,6 +214,11 @@ export class CriuLazyPagesDaemon {
     this.#active.add(p);
     p.start();
     if (this.#prefetching) this.#startPrefetch();
+  }
+
+  /** Everything is prefetched once the restore has finished (unless demand-only); before, working sets only. */
+  get #prefetchAll(): boolean {
+    return this.#finished && this.#o.prefetch;
   }
 
   #source(path: string): Promise<PageSource> {
@@ -222,8 +263,9 @@ export class CriuLazyPagesDaemon {
     let more = true;
     while (more && performance.now() < until) {
       more = false;
+      const all = this.#prefetchAll;
       for (const p of [...this.#active]) {
-        if (p.prefetchStep()) more = true;
+        if (p.prefetchStep(all)) more = true;
       }
     }
     if (more) {
@@ -252,8 +294,23 @@ export class CriuLazyPagesDaemon {
       this.#logSummary(p, 'stopped', 'the daemon is ending');
     }
     this.#active.clear();
+    this.#writeRecord();
     this.#log(code === 0 ? `done: ${reason}` : `error: ${reason}`);
     void Promise.all([...this.#sources.values()].map((s) => s.then((src) => src.close?.(), () => undefined))).then(() => { this.#resolve({ code, reason }); });
+  }
+
+  #writeRecord(): void {
+    if (this.#o.record === undefined) return;
+    const lines: string[] = [];
+    for (const [pid, p] of this.#roots) for (const a of p.recorded) lines.push(`${String(pid)} 0x${a.toString(16)}`);
+    try {
+      // Whole or not at all: a reader never sees half a working set.
+      writeFileSync(`${this.#o.record}.tmp`, lines.length === 0 ? '' : `${lines.join('\n')}\n`);
+      renameSync(`${this.#o.record}.tmp`, this.#o.record);
+      this.#log(`working set written to ${this.#o.record}: ${String(lines.length)} page(s)`);
+    } catch (err) {
+      this.#log(`error: the working set could not be written to ${this.#o.record}: ${err instanceof Error ? err.message : String(err)}`);
+    }
   }
 
   #log(line: string): void {

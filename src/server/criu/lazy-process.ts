@@ -41,6 +41,10 @@ export interface LazyProcessOptions {
   done: (process: LazyProcess, how: 'exited' | 'complete' | 'failed', reason: string) => void;
   forked: (child: LazyProcess) => void;
   log: (line: string) => void;
+  /** Keep the order in which pages were first faulted (working-set recording). */
+  record?: boolean;
+  /** Pages to fill first, in this order, before the rest (a recorded working set). */
+  workingSet?: readonly bigint[];
 }
 
 export class LazyProcess {
@@ -58,6 +62,9 @@ export class LazyProcess {
   #forks = 0;
   #prefetchIndex = 0;
   #retryScheduled = false;
+  readonly #recorded: bigint[] = [];
+  readonly #seen = new Set<bigint>();
+  #hotIndex = 0;
 
   constructor(options: LazyProcessOptions) {
     this.label = options.label;
@@ -86,12 +93,46 @@ export class LazyProcess {
     return { faults: s.faults, pagesCopied: s.pagesServed, zeroPages: s.zeroFilled, prefetched: s.prefetchPages, events: { ...this.#events }, serviceMicros: s.serviceMicros };
   }
 
+  /** Pages in the order they were first faulted (with `record`). */
+  get recorded(): readonly bigint[] {
+    return this.#recorded;
+  }
+
   /**
-   * Copies one background run (up to 1 MiB). Returns false once every segment is filled, and then the
-   * process is complete: its uffd is closed (pages nobody described read as zeros without us).
+   * Copies one background run: the next pages of the working set first (up to 64 a step), then, with
+   * `all`, up to 1 MiB of what remains. Returns false when there is nothing more to do now; with `all`,
+   * that means every segment is filled, and then the process is complete: its uffd is closed (pages
+   * nobody described read as zeros without us).
    */
-  prefetchStep(): boolean {
+  prefetchStep(all: boolean): boolean {
     if (this.#closed) return false;
+    const hot = this.#o.workingSet ?? [];
+    if (this.#hotIndex < hot.length) {
+      try {
+        for (let n = 0; n < 64 && this.#hotIndex < hot.length; n++) {
+          const address = hot[this.#hotIndex] ?? 0n;
+          const segment = this.#map.find(address);
+          if (segment !== undefined) {
+            const step = segment.filler.prefetchPage(Number((address - segment.start) / PAGE));
+            if (step instanceof Promise) {
+              this.#settleLater(step, undefined);
+              this.#hotIndex++;
+              return true;
+            }
+          }
+          this.#hotIndex++;
+        }
+      } catch (err) {
+        if (err instanceof UffdError && err.code === 'EAGAIN') {
+          this.#kick();
+          return true;
+        }
+        this.#fail(err);
+        return false;
+      }
+      return true;
+    }
+    if (!all) return false;
     for (;;) {
       const segments = this.#map.segments;
       const segment = segments[this.#prefetchIndex];
@@ -201,6 +242,10 @@ export class LazyProcess {
 
   #serve(address: bigint): 'done' | 'deferred' | 'gone' {
     const page = address - (address % PAGE);
+    if (this.#o.record === true && !this.#seen.has(page)) {
+      this.#seen.add(page);
+      this.#recorded.push(page);
+    }
     try {
       const segment = this.#map.find(page);
       if (segment !== undefined) {
@@ -242,7 +287,7 @@ export class LazyProcess {
       case 'fork': {
         this.#events.fork++;
         this.#forks++;
-        const child = new LazyProcess({ ...this.#o, label: `${this.label}/fork${String(this.#forks)}`, uffd: event.uffd, segments: this.#map });
+        const child = new LazyProcess({ ...this.#o, label: `${this.label}/fork${String(this.#forks)}`, uffd: event.uffd, segments: this.#map, record: false, workingSet: [] });
         this.#o.forked(child);
         return;
       }
