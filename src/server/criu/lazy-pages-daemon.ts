@@ -25,7 +25,7 @@ export interface LazyPagesDaemonOptions {
   socket: string;
   /** Fill every lazy page in the background after the restore finished (default true). */
   prefetch?: boolean;
-  /** Pages filled per demand fault, the faulting one included (default 4). */
+  /** Pages filled per demand fault, the faulting one included (default 1, as for the page server). */
   readahead?: number;
   /** How often each process is checked for having exited, in ms (default 100). */
   probeIntervalMs?: number;
@@ -100,7 +100,7 @@ export class CriuLazyPagesDaemon {
     for (const key of ['imagesDir', 'socket'] as const) {
       if (typeof o[key] !== 'string' || o[key].length === 0) throw new TypeError(`${key} must be a non-empty string, got ${describe(o[key])}`);
     }
-    const readahead = o.readahead ?? 4;
+    const readahead = o.readahead ?? 1;
     if (!Number.isSafeInteger(readahead) || readahead < 1 || readahead > 256) throw new RangeError(`readahead must be an integer in [1, 256], got ${describe(o.readahead)}`);
     const probeIntervalMs = o.probeIntervalMs ?? 100;
     if (!Number.isSafeInteger(probeIntervalMs) || probeIntervalMs < 1) throw new RangeError(`probeIntervalMs must be a positive integer, got ${describe(o.probeIntervalMs)}`);
