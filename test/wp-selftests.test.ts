@@ -5,6 +5,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, openSync, readSync } from 'node:fs';
+import { release } from 'node:os';
 import { PAGE_IS, PAGEMAP_SCAN, PM_SCAN } from '../src/abi.js';
 import { native } from '../src/binding.js';
 import { PagemapScanner } from '../src/core/pagemap-scan.js';
@@ -15,6 +16,11 @@ import type { MapKind } from './support/helper.js';
 import { needs } from './support/memory-types.js';
 
 const PM_UFFD_WP = 1n << 57n;
+
+function kernelBefore(major: number, minor: number): boolean {
+  const [a = 0, b = 0] = release().split('.').map((n) => Number.parseInt(n, 10));
+  return a < major || (a === major && b < minor);
+}
 const KINDS: MapKind[] = ['anon', 'shmem', 'shmem-private', 'hugetlb', 'hugetlb-private'];
 
 /** The pagemap entry of the 4 KiB page at `address` of process `pid`. */
@@ -65,7 +71,11 @@ for (const kind of KINDS) {
   for (const withEvent of [false, true]) {
     const name = withEvent ? 'wp-fork-with-event' : 'wp-fork';
     const features: FeatureName[] = withEvent ? ['EVENT_FORK'] : [];
-    const skip = skipUnless({ features: [wpFeature(kind), ...features], hugePages: hugePagesFor(kind, 1) });
+    // Seen in the 6.1 guest: a private hugetlb child forked without EVENT_FORK keeps the bit there; dropping it
+    // is asserted where it was seen dropped (6.18), the kernels between are not claimed either way.
+    const oldHugetlbFork = kind === 'hugetlb-private' && !withEvent && kernelBefore(6, 18)
+      ? 'before 6.18 a private hugetlb child forked without EVENT_FORK may keep the WP bit (6.1 does)' : false;
+    const skip = oldHugetlbFork || skipUnless({ features: [wpFeature(kind), ...features], hugePages: hugePagesFor(kind, 1) });
     test(`${name} (${kind}): the child ${withEvent ? 'keeps' : 'drops'} the WP bit; a shared page's marker survives DONTNEED`, { skip }, async () => {
       await withHelper(async (helper) => {
         await helper.createUffd(features);
@@ -120,7 +130,7 @@ for (const kind of KINDS) {
 describe('uffd-wp-mremap: mremap without EVENT_REMAP clears the WP bit on every PTE of the folio', () => {
   for (const kind of ['anon', 'shmem', 'shmem-private', 'hugetlb', 'hugetlb-private'] as MapKind[]) {
     const skip = skipUnless({ features: [wpFeature(kind)], hugePages: hugePagesFor(kind, 1) });
-    test(`${kind.startsWith('hugetlb') ? 'hugetlb' : 'base page'} ${kind.endsWith('private') || kind === 'anon' ? 'private' : 'shared'} (${kind})`, { skip }, async () => {
+    test(`${kind.startsWith('hugetlb') ? 'hugetlb' : 'base page'} ${kind.endsWith('private') || kind === 'anon' ? 'private' : 'shared'} (${kind})`, { skip }, async (t) => {
       await withHelper(async (helper) => {
         await helper.createUffd([]);
         const map = await helper.map(1, kind, 1);
@@ -134,6 +144,10 @@ describe('uffd-wp-mremap: mremap without EVENT_REMAP clears the WP bit on every 
           for (let i = 0; i < small; i++) assert.equal(wpBit(map.address + BigInt(i * 4096), helper.pid), true, `before: PTE ${String(i)}`);
           await helper.command('mremap m 1');
           const [, , result, to] = await helper.expect(/^done m /);
+          if (kind.startsWith('hugetlb') && result === '-22') {
+            t.skip('this kernel refuses to mremap the hugetlb mapping (EINVAL; 6.1 does, 6.18 moves it)');
+            return;
+          }
           assert.equal(result, '0', 'mremap succeeded');
           const moved = BigInt(to!);
           for (let i = 0; i < small; i++) assert.equal(wpBit(moved + BigInt(i * 4096), helper.pid), false, `after: PTE ${String(i)}`);

@@ -9,7 +9,7 @@ import type { Range } from '../validate.js';
 import { checkBoolean, checkOptionsObject, describe } from '../validate.js';
 import { AsyncMethod } from './async-method.js';
 import type { ByteRange } from './page-runs.js';
-import { checkServed, prepareUntouched, registerWp } from './protectable.js';
+import { checkServed, populateUntouched, refuseUntouched, registerWp } from './protectable.js';
 import { WpEngine } from './wp-engine.js';
 import type { ProcessOption, Target } from './target.js';
 import { resolveTarget } from './target.js';
@@ -80,8 +80,10 @@ export class DirtyTracker {
     const uffd = target.uffd ?? Userfaultfd.open(method === 'async' ? { require: ['WP_ASYNC'] } : { request: ['WP_UNPOPULATED'] });
     try {
       checkServed(target, method);
-      if (method === 'sync' && target.anonymous && !uffd.features.has('WP_UNPOPULATED')) prepareUntouched(memory, target);
-      registerWp(uffd, target, method);
+      const untouched = method === 'sync' && target.anonymous && !uffd.features.has('WP_UNPOPULATED');
+      if (untouched) refuseUntouched(memory, target);
+      registerWp(uffd, target, method); // before populating: a tracker already there fails it with EBUSY
+      if (untouched) populateUntouched(memory);
       const impl = method === 'async' ? new AsyncMethod(target, uffd) : syncEngine(target, uffd);
       return new DirtyTracker(target, method, uffd, ownsUffd, impl);
     } catch (err) {

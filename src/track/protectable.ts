@@ -12,14 +12,12 @@ const MADV_POPULATE_WRITE = 'POPULATE_WRITE';
 
 /**
  * Without WP_UNPOPULATED (before 6.4) write protection skips never-touched anonymous pages: their first write
- * would go unseen. Such pages are populated here (MADV_POPULATE_WRITE) in this process; in another process
- * they cannot be, so opening fails rather than miss writes.
+ * would go unseen. A Mapping of this process is populated (populateUntouched, after registration and before
+ * protection, so that populating is not a write anyone sees); a range with untouched pages, which cannot be
+ * populated from here, is refused at open rather than have writes missed.
  */
-export function prepareUntouched(memory: Mapping | Range, target: Target): void {
-  if (memory instanceof Mapping) {
-    memory.madvise(MADV_POPULATE_WRITE);
-    return;
-  }
+export function refuseUntouched(memory: Mapping | Range, target: Target): void {
+  if (memory instanceof Mapping) return;
   const present = presentPages(target.address, target.pages, target.pageSize, target.pid);
   const missing = present.reduce((n, p) => n + (p === 0 ? 1 : 0), 0);
   if (missing === 0) return;
@@ -27,6 +25,10 @@ export function prepareUntouched(memory: Mapping | Range, target: Target): void 
     throw new UnsupportedFeatureError(['WP_UNPOPULATED'], `${String(missing)} never-touched anonymous pages of the range cannot be write-protected; pass the Mapping (populated for you) or touch them first`);
   }
   throw new UnsupportedFeatureError(['WP_UNPOPULATED'], `${String(missing)} never-touched anonymous pages of process ${String(target.pid)} cannot be write-protected; the process must touch them first`);
+}
+
+export function populateUntouched(memory: Mapping | Range): void {
+  if (memory instanceof Mapping) memory.madvise(MADV_POPULATE_WRITE);
 }
 
 /**

@@ -15,7 +15,7 @@ import type { Range } from '../validate.js';
 import { checkOptionsObject, describe } from '../validate.js';
 import { writeDeltaIndex } from './delta-file.js';
 import { DirtyTracker, engineOf } from './dirty-tracker.js';
-import { checkServed, prepareUntouched, registerWp } from './protectable.js';
+import { checkServed, populateUntouched, refuseUntouched, registerWp } from './protectable.js';
 import type { ProcessOption, Target } from './target.js';
 import { resolveTarget } from './target.js';
 import { WpEngine } from './wp-engine.js';
@@ -89,8 +89,10 @@ export class Snapshot {
       try {
         if (uffd.features.has('WP_ASYNC')) throw new TypeError('a snapshot needs write faults delivered as messages: this uffd has WP_ASYNC, whose faults the kernel resolves itself');
         checkServed(target, 'sync');
-        if (target.anonymous && !uffd.features.has('WP_UNPOPULATED')) prepareUntouched(memory, target);
-        registerWp(uffd, target, 'sync');
+        const untouched = target.anonymous && !uffd.features.has('WP_UNPOPULATED');
+        if (untouched) refuseUntouched(memory, target);
+        registerWp(uffd, target, 'sync'); // before populating: a tracker already there fails it with EBUSY
+        if (untouched) populateUntouched(memory);
         engine = new WpEngine(target, uffd, { trackDirty: false });
       } catch (err) {
         if (ownsUffd) uffd.close();
