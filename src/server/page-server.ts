@@ -281,8 +281,10 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
       event: 'client', id, pid, uid, version, pageSize: regions[0]?.pageSize ?? 0,
       regions: regions.map((r: GuestRegion) => ({ base: `0x${r.baseHostVirtAddr.toString(16)}`, size: r.size, offset: r.offset })),
     });
-    session.start();
+    // The prefetch starts at the handshake, before the faults already queued are served: its first batch
+    // (the start of the working set, which those faults mostly want too) goes in ahead of the guest.
     if (this.#prefetch.length > 0) void session.prefetch(this.#prefetch);
+    session.start();
   }
 
   #drop(client: Served, reason: string): void {
