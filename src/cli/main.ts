@@ -4,6 +4,7 @@
 import type { Command, CommandContext } from './command.js';
 import { demoCommand } from './demo.js';
 import { EXIT, reportFailure, UsageError } from './failure.js';
+import { packCommand } from './pack.js';
 import { probeCommand } from './probe.js';
 import { serveCommand } from './serve.js';
 import { criuLazyPagesCommand } from './criu-lazy-pages.js';
@@ -14,6 +15,7 @@ const COMMANDS: Record<string, Command> = {
   serve: serveCommand,
   'criu-lazy-pages': criuLazyPagesCommand,
   demo: demoCommand,
+  pack: packCommand,
 };
 
 const usage = (): string => `usage: uffd <command> [options]
