@@ -15,7 +15,7 @@ import type { HttpSourceOptions, ServerLog } from '../src/index.js';
 import { openSource } from '../src/sources/source.js';
 import type { RemotePageSource } from '../src/sources/chunked-source.js';
 import { Nginx, nginxMissing } from './support/nginx.js';
-import { ROOT } from './support/support.js';
+import { CLI, ROOT } from './support/support.js';
 
 const LENGTH = 3 * 1024 * 1024 + 1234; // not a whole number of pages or chunks
 const CHUNK = 256 * 1024;
@@ -226,6 +226,41 @@ describe('httpSource against nginx', { skip: nginxMissing ?? false }, () => {
     }
     const ranges = rangesOf('vmm-memory.bin');
     assert.equal(new Set(ranges).size, ranges.length, 'each chunk fetched once');
+  });
+  test('uffd serve --memory URL: eight fake VMMs at once, each chunk fetched once (nginx\'s log), a summary at exit', { skip: existsSync(join(ROOT, 'test', 'native', 'bin', 'fake-vmm')) ? false : 'fake-vmm is not built' }, async () => {
+    const memoryBytes = 4 << 20;
+    const memory = Uint8Array.from({ length: memoryBytes }, (_, i) => ((i >>> 12) * 7 + i * 13) & 0xff);
+    const local = join(scratch, 'eight.bin');
+    writeFileSync(local, memory);
+    writeFileSync(join(nginx.root, 'eight.bin'), memory);
+    const socket = join(scratch, 'eight.sock');
+    const server = spawn(process.execPath, [CLI, 'serve', '--socket', socket, '--memory', nginx.url('eight.bin'), '--readahead', '16'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    server.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    server.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    try {
+      while (!out.includes('listening on')) {
+        if (server.exitCode !== null) assert.fail(out);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const vmms = Array.from({ length: 8 }, () => {
+        const child = spawn(join(ROOT, 'test', 'native', 'bin', 'fake-vmm'), ['--socket', socket, '--memory', local, '--timeout', '60000', '--random'], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+        return once(child, 'exit').then(([code]) => ({ code: code as number | null, out: JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as { touched?: number; mismatches?: number } }));
+      });
+      for (const r of await Promise.all(vmms)) {
+        assert.equal(r.code, 0);
+        assert.equal(r.out.mismatches, 0);
+        assert.equal(r.out.touched, memoryBytes / 4096);
+      }
+    } finally {
+      server.kill('SIGTERM');
+      await once(server, 'exit');
+    }
+    const ranges = rangesOf('eight.bin');
+    assert.equal(ranges.length, memoryBytes / (2 << 20), ranges.join(' ')); // default 2 MiB chunks, once each
+    assert.match(out, /server closed; fetched 4\.0 MiB in 2 requests \(0 retries\)/);
   });
 });
 

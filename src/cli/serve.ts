@@ -6,7 +6,7 @@ import type { ServerLog } from '../server/page-server.js';
 import type { Command, CommandContext } from './command.js';
 import { EXIT, UsageError } from './failure.js';
 
-const USAGE = `usage: uffd serve --socket PATH --memory FILE [--readahead PAGES] [--record FILE] [--prefetch FILE]
+const USAGE = `usage: uffd serve --socket PATH --memory FILE|URL [--readahead PAGES] [--record FILE] [--prefetch FILE]
                   [--handshake-timeout SECONDS] [--max-clients N] [--allow-uid UID]... [--json]
 
   Serves the guest memory of processes that hand over a userfaultfd on the Unix socket PATH with the
@@ -14,7 +14,8 @@ const USAGE = `usage: uffd serve --socket PATH --memory FILE [--readahead PAGES]
   SIGINT or SIGTERM.
 
   --socket PATH               the socket to listen on (created 0600; a stale socket file is replaced)
-  --memory FILE               the snapshot's memory file
+  --memory FILE|URL           the snapshot's memory file, or an http(s) URL of it (range requests through
+                              a chunk cache; a URL ending in / names a directory written by uffd pack)
   --readahead PAGES           pages filled per fault, the faulting one included (default 1)
   --record FILE               write each client's working set (pages in first-fault order) when it goes
   --prefetch FILE             a working set written by --record: filled first, in the background
@@ -54,8 +55,14 @@ function text(entry: ServerLog): string {
     case 'error':
       return `error: ${entry.message}`;
     case 'closed':
-      return 'server closed';
+      return entry.source === undefined ? 'server closed' : `server closed; ${sourceSummary(entry.source)}`;
   }
+}
+
+/** A remote source's counters in one line. */
+function sourceSummary(s: Record<string, number>): string {
+  const n = (k: string): string => String(s[k] ?? 0);
+  return `fetched ${size(s.bytesFetched ?? 0)} in ${n('requests')} requests (${n('retries')} retries), cache hits ${n('memoryHits')} in memory and ${n('diskHits')} on disk, ${n('misses')} misses`;
 }
 
 export const serveCommand: Command = {

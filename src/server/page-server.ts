@@ -45,7 +45,7 @@ export type ServerLog =
   | { event: 'refused'; id: number; pid?: number; reason: string }
   | { event: 'gone'; id: number; pid: number; reason: string; summary: SessionSummary; pagesTotal: number }
   | { event: 'error'; message: string }
-  | { event: 'closed' };
+  | { event: 'closed'; source?: Record<string, number> };
 
 export interface ClientProgress {
   id: number;
@@ -116,6 +116,8 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     }
     const prefetch = o.prefetch === undefined ? [] : readWorkingSet(o.prefetch);
     const source = await openSource(memory.spec);
+    // A remote source starts fetching the recorded working set now, behind any demand fault.
+    for (const offset of prefetch) source.prefetch?.(offset, 1);
     let listener: UnixListener;
     try {
       listener = UnixListener.listen(o.socket);
@@ -136,6 +138,11 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     return [...this.#served.values()].map((c) => ({ id: c.id, pid: c.pid, pagesServed: c.session.summary().pagesCopied, pagesTotal: c.session.pagesTotal }));
   }
 
+  /** The source's counters (a remote source: bytes fetched, requests, retries, cache hits), if it keeps any. */
+  sourceStats(): Record<string, number> | undefined {
+    return this.#source.stats?.();
+  }
+
   /** Stops listening and drops every client (their uffds are closed). */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -146,7 +153,8 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     for (const pending of this.#pending.values()) pending.cancel();
     for (const client of this.#served.values()) this.#drop(client, 'server closing');
     await this.#source.close?.();
-    this.#log({ event: 'closed' });
+    const stats = this.#source.stats?.();
+    this.#log({ event: 'closed', ...(stats === undefined ? {} : { source: stats }) });
   }
 
   #log(entry: ServerLog): void {

@@ -33,6 +33,10 @@ export interface PageSource {
   view?(offset: number, length: number): Uint8Array | undefined;
   /** Built-in sources only: the source's bytes at a fixed address of this process, copied from directly. */
   readonly [sourceMemory]?: SourceMemory;
+  /** Optional, for remote sources: start fetching these bytes in the background (working-set prefetch). */
+  prefetch?(offset: number, length: number): void;
+  /** Optional counters for summaries (a remote source: bytes fetched, requests, retries, cache hits). */
+  stats?(): Record<string, number>;
 }
 
 /** The key of a built-in source's memory (not exported from the package: user sources use view()). */
