@@ -23,6 +23,8 @@ export { SourceOpenError, SourceReadError } from './sources/source-error.js';
 export { httpSource } from './sources/http-source.js';
 export type { HttpSourceOptions } from './sources/http-source.js';
 export { RemoteSourceError } from './sources/remote-error.js';
+export { s3Source } from './sources/s3-source.js';
+export type { S3Credentials, S3SourceOptions } from './sources/s3-source.js';
 export { PageServer } from './server/page-server.js';
 export type { ClientProgress, PageServerOptions, ServerLog } from './server/page-server.js';
 export type { SessionSummary } from './server/session.js';

@@ -14,8 +14,10 @@ const USAGE = `usage: uffd serve --socket PATH --memory FILE|URL [--readahead PA
   SIGINT or SIGTERM.
 
   --socket PATH               the socket to listen on (created 0600; a stale socket file is replaced)
-  --memory FILE|URL           the snapshot's memory file, or an http(s) URL of it (range requests through
-                              a chunk cache; a URL ending in / names a directory written by uffd pack)
+  --memory FILE|URL           the snapshot's memory file, or an http(s):// or s3://BUCKET/KEY URL of it
+                              (range requests through a chunk cache; a URL ending in / names a directory
+                              written by uffd pack; s3:// signs with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+                              AWS_REGION and, for other stores, AWS_ENDPOINT_URL)
   --readahead PAGES           pages filled per fault, the faulting one included (default 1)
   --record FILE               write each client's working set (pages in first-fault order) when it goes
   --prefetch FILE             a working set written by --record: filled first, in the background

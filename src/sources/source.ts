@@ -110,7 +110,7 @@ export async function openSource(spec: SourceSpec): Promise<PageSource> {
     case 'module':
       return openModule(spec.url, spec.options);
     case 'remote':
-      return (await import('./remote-source.js')).openRemoteSource(spec);
+      return (await import('./remote-source.js')).openRemoteSource(spec, spec.s3 === undefined ? undefined : (await import('./s3-source.js')).s3Signer(spec.s3));
   }
 }
 
