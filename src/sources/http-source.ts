@@ -20,6 +20,9 @@ export interface HttpSourceOptions {
   timeoutMs?: number;
   /** Extra trusted CA certificates (PEM) for HTTPS, e.g. a private store's own CA. */
   ca?: string;
+  /** Byte offsets of a recorded working set: their chunks are fetched in the background from the open on,
+   * behind demand reads. */
+  workingSet?: number[];
 }
 
 /** What a remote source needs, as cloneable data. */
@@ -36,10 +39,11 @@ export interface RemoteSpec {
   retries: number;
   timeoutMs: number;
   ca: string | undefined;
+  workingSet: number[] | undefined;
   s3?: { region: string; credentials: { accessKeyId: string; secretAccessKey: string; sessionToken?: string } };
 }
 
-const OPTIONS = ['headers', 'chunkSize', 'concurrency', 'cache', 'memoryBytes', 'retries', 'timeoutMs', 'ca'];
+const OPTIONS = ['headers', 'chunkSize', 'concurrency', 'cache', 'memoryBytes', 'retries', 'timeoutMs', 'ca', 'workingSet'];
 const MIB = 1 << 20;
 
 function intIn(value: unknown, name: string, fallback: number, min: number, max: number): number {
@@ -65,6 +69,9 @@ export function remoteOptions(options: unknown, name: string, known = OPTIONS): 
     if (typeof c.dir !== 'string' || c.dir.length === 0) throw new TypeError(`cache.dir must be a directory path, got ${describeValue(c.dir)}`);
     cache = { dir: c.dir, maxBytes: intIn(c.maxBytes, 'cache.maxBytes', 4096 * MIB, chunkSize, Number.MAX_SAFE_INTEGER) };
   }
+  if (o.workingSet !== undefined && (!Array.isArray(o.workingSet) || !o.workingSet.every((v) => Number.isSafeInteger(v) && v >= 0))) {
+    throw new TypeError(`workingSet must be an array of byte offsets, got ${describeValue(o.workingSet)}`);
+  }
   if (o.ca !== undefined && typeof o.ca !== 'string') throw new TypeError(`ca must be PEM text, got ${describeValue(o.ca)}`);
   return {
     headers: { ...headers },
@@ -75,6 +82,7 @@ export function remoteOptions(options: unknown, name: string, known = OPTIONS): 
     retries: intIn(o.retries, 'retries', 4, 0, 20),
     timeoutMs: intIn(o.timeoutMs, 'timeoutMs', 10_000, 1, 3_600_000),
     ca: o.ca,
+    workingSet: o.workingSet === undefined ? undefined : [...o.workingSet],
   };
 }
 

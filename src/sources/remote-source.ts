@@ -25,7 +25,9 @@ export async function openRemoteSource(spec: RemoteSpec, sign?: RangeClientOptio
   };
   try {
     const url = new URL(spec.url);
-    return spec.pack ? await openPack(spec, url, client) : await openRaw(spec, url, client(url));
+    const source = spec.pack ? await openPack(spec, url, client) : await openRaw(spec, url, client(url));
+    for (const offset of spec.workingSet ?? []) source.prefetch(offset, 1);
+    return source;
   } catch (err) {
     for (const c of clients) c.close();
     throw err;

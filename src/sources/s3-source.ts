@@ -28,7 +28,7 @@ export interface S3SourceOptions extends Omit<HttpSourceOptions, 'headers'> {
   credentials?: S3Credentials;
 }
 
-const S3_OPTIONS = ['endpoint', 'region', 'bucket', 'key', 'style', 'credentials', 'chunkSize', 'concurrency', 'cache', 'memoryBytes', 'retries', 'timeoutMs', 'ca'];
+const S3_OPTIONS = ['endpoint', 'region', 'bucket', 'key', 'style', 'credentials', 'chunkSize', 'concurrency', 'cache', 'memoryBytes', 'retries', 'timeoutMs', 'ca', 'workingSet'];
 const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
 function nonEmpty(value: unknown, name: string): string {
