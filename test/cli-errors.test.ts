@@ -88,7 +88,7 @@ test('usage errors: one line naming the bad value and pointing at --help, exit 2
   assertOneLine(uffd(['demo', '--help-me']), /^uffd demo: Unknown option '--help-me'/);
   const frob = uffd(['frobnicate']);
   assert.equal(frob.status, 2);
-  assertOneLine(frob, /^uffd: unknown command "frobnicate"; the commands are probe, serve, demo/);
+  assertOneLine(frob, /^uffd: unknown command "frobnicate"; the commands are probe, serve, (criu-lazy-pages, )?demo/);
 });
 
 test('uffd serve: the socket\'s directory does not exist -> one line naming --socket, exit 1', withDir((dir) => {

@@ -103,7 +103,12 @@ export async function restore(criu: Criu, dump: Dump, daemon: Daemon, onFinished
     await waitFor('the restore to finish', () => readLog(dump).includes('restore finished'), 60_000).catch(() => undefined);
     onFinished();
   }
-  const [criuExit, daemonExit] = await Promise.all([restored, daemon.exited]);
+  const criuExit = await restored;
+  // The daemon must end by itself once the restored processes are gone; a daemon still running 30 s after
+  // criu restore returned is killed, and the test fails on its exit status (never a hung suite).
+  const watchdog = setTimeout(() => { daemon.child.kill('SIGKILL'); }, 30_000);
+  const daemonExit = await daemon.exited;
+  clearTimeout(watchdog);
   const results = new Map<string, string>();
   for (const f of readdirSync(dump.dir)) {
     const m = /^result-(.+)$/.exec(f);
