@@ -1,8 +1,9 @@
 // Type-aware lint of the TypeScript sources and tests.
 import tseslint from 'typescript-eslint';
+import architecture from './eslint.architecture.js';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'build/', 'node_modules/', 'eslint.config.js', 'scripts/prepare.js'] },
+  { ignores: ['dist/', 'build/', 'node_modules/', 'eslint.config.js', 'eslint.architecture.js', 'scripts/prepare.js'] },
   ...tseslint.configs.strictTypeChecked,
   {
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
@@ -19,4 +20,5 @@ export default tseslint.config(
       '@typescript-eslint/no-non-null-assertion': 'off',
     },
   },
+  ...architecture,
 );

@@ -2,6 +2,8 @@
 // is older than the kernels we run on (Debian 12 ships 6.1's: no MOVE, POISON, WP_ASYNC...).
 // Values: include/uapi/linux/userfaultfd.h, checked on 6.18 (see test/abi.test.ts).
 
+/** One past the largest u64: addresses, lengths and masks stay below it. */
+export const U64_END = 1n << 64n;
 export const UFFD_API = 0xaa;
 export const UFFD_USER_MODE_ONLY = 1;
 export const O_NONBLOCK = 0o4000;

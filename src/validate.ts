@@ -1,10 +1,9 @@
-// Argument checks shared by the public API. They run before any syscall and name the wrong value.
-import { native } from './binding.js';
+// Argument checks shared by the public API. They run before any syscall and name the wrong value. Pure:
+// they never load the addon.
+import { U64_END } from './abi.js';
+import { PAGE_SIZE } from './system.js';
 
-export const PAGE_SIZE = native.pageSize();
 const PAGE_SIZE_BIG = BigInt(PAGE_SIZE);
-/** One past the largest u64: addresses and masks stay below it. */
-export const U64_END = 1n << 64n;
 
 export function describe(value: unknown): string {
   if (typeof value === 'bigint') return `${String(value)}n`;

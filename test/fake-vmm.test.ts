@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freeHugePages } from '../src/core/mapping.js';
+import { freeHugePages } from '../src/system.js';
 import { PageServer } from '../src/index.js';
 import type { PageServerOptions, ServerLog } from '../src/index.js';
 import { ROOT } from './support/support.js';

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hugePageSize } from '../src/core/mapping.js';
+import { hugePageSize } from '../src/system.js';
 import { Mapping, probe, Userfaultfd } from '../src/index.js';
 import { describeExit, runAttack } from './support/attack.js';
 

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { bufferSource, fileSource, LazyMemory, moduleSource, probe, zeroSource } from '../src/index.js';
 import type { LazyMemoryOptions, SourceSpec } from '../src/index.js';
-import { freeHugePages } from '../src/core/mapping.js';
+import { freeHugePages } from '../src/system.js';
 import { ScratchFile } from './support/faulter.js';
 import { patternByte } from './fixtures/pattern-source.js';
 import type { PatternOptions } from './fixtures/pattern-source.js';

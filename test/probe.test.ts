@@ -6,7 +6,7 @@ import { release } from 'node:os';
 import { O_CLOEXEC, O_NONBLOCK } from '../src/abi.js';
 import { native } from '../src/binding.js';
 import { uffdioApi } from '../src/core/uffdio-api.js';
-import { freeHugePages } from '../src/core/mapping.js';
+import { freeHugePages } from '../src/system.js';
 import type { ModeProbe } from '../src/index.js';
 import { IoctlSet, probe, probeMadvise, probeMemory } from '../src/index.js';
 import { isRoot, sysctl } from './support/support.js';

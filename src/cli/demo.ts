@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { fileSource } from '../sources/source.js';
 import { LazyMemory } from '../lazy/lazy-memory.js';
-import { presentPages } from '../system.js';
+import { PAGE_SIZE, presentPages } from '../system.js';
 import type { Command } from './command.js';
 import { EXIT, UsageError } from './failure.js';
 
@@ -18,14 +18,14 @@ const MIB = 1 << 20;
 const quiet = { isTTY: false, columns: 80, write: () => true } as unknown as NodeJS.WriteStream;
 
 function writeSample(path: string, length: number): void {
-  // Each 4 KiB page starts with its own number, so what a read returns can be checked at a glance.
+  // Each page starts with its own number, so what a read returns can be checked at a glance.
   const fd = openSync(path, 'w');
   const chunk = Buffer.alloc(4 * MIB);
   try {
     for (let offset = 0; offset < length; offset += chunk.length) {
-      for (let page = 0; page < chunk.length / 4096; page++) {
-        chunk.fill((offset / 4096 + page) & 0xff, page * 4096, (page + 1) * 4096);
-        chunk.writeUInt32LE(offset / 4096 + page, page * 4096);
+      for (let page = 0; page < chunk.length / PAGE_SIZE; page++) {
+        chunk.fill((offset / PAGE_SIZE + page) & 0xff, page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
+        chunk.writeUInt32LE(offset / PAGE_SIZE + page, page * PAGE_SIZE);
       }
       writeSync(fd, chunk, 0, Math.min(chunk.length, length - offset));
     }
@@ -98,7 +98,7 @@ async function runDemo(options: { sizeMiB: number; out: NodeJS.WriteStream; json
       out.write(`Opened it as lazy memory: ${String(lazy.length / MIB)} MiB at 0x${lazy.address.toString(16)}, nothing read yet.\n`);
       out.write('Each cell below stands for a slice of the file: · not paged in, ▒ partly, █ all.\n\n');
       const bytes = new Uint8Array(lazy.buffer);
-      const pages = lazy.length / 4096;
+      const pages = lazy.length / PAGE_SIZE;
       let resident: Uint8Array = new Uint8Array(pages);
       const width = Math.min(64, tty ? (out.columns || 80) - 16 : 64);
       // On a terminal the line is redrawn as pages come in; elsewhere only each phase's final line is printed.
@@ -109,14 +109,14 @@ async function runDemo(options: { sizeMiB: number; out: NodeJS.WriteStream; json
         out.write(tty ? `\r${line}${final ? '\n' : ''}` : `${line}\n`);
       };
       const touch = (page: number): void => {
-        const first = new DataView(bytes.buffer, page * 4096, 4).getUint32(0, true);
+        const first = new DataView(bytes.buffer, page * PAGE_SIZE, 4).getUint32(0, true);
         if (first !== page) throw new Error(`page ${String(page)} starts with ${String(first)}: wrong data`);
       };
       // What the resolver has filled, as the kernel sees it: the pages' present bits.
       const refresh = (): void => { resident = presentPages(lazy.address, pages, lazy.pageSize); };
 
       const started = performance.now();
-      const firstPages = Math.min(pages, (8 * MIB) / 4096);
+      const firstPages = Math.min(pages, (8 * MIB) / PAGE_SIZE);
       for (let p = 0; p < firstPages; p++) {
         touch(p);
         if (p % 256 === 0) { refresh(); show('Reading the first 8 MiB in order'); }
@@ -130,7 +130,7 @@ async function runDemo(options: { sizeMiB: number; out: NodeJS.WriteStream; json
       });
       refresh();
       show(`Reading ${String(random.length)} random pages`, true);
-      const hash = createHash('sha256').update(bytes.subarray(0, 4096)).digest('hex').slice(0, 16);
+      const hash = createHash('sha256').update(bytes.subarray(0, PAGE_SIZE)).digest('hex').slice(0, 16);
       const s = lazy.stats();
       const ms = performance.now() - started;
       if (options.json) {

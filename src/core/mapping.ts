@@ -3,38 +3,18 @@
 // of writing into whatever is mapped there next); the one munmap happens when the native region is
 // finalized, so no second munmap can hit an unrelated mapping placed at the same address.
 import { constants as bufferConstants } from 'node:buffer';
-import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, constants as fsConstants } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, constants as fsConstants } from 'node:fs';
 import type { MadviseName } from '../abi.js';
 import { MADVISE, MAP, MFD, PROT } from '../abi.js';
 import type { Region } from '../binding.js';
 import { native } from '../binding.js';
 import { check, UffdError } from '../errors.js';
-import { checkBoolean, checkOptionsObject, describe, isPositiveInt, PAGE_SIZE } from '../validate.js';
+import { hugePageSize, PAGE_SIZE, unreservedHugePages } from '../system.js';
+import { checkBoolean, checkOptionsObject, describe, isPositiveInt } from '../validate.js';
 import { markUntransferable } from './untransferable.js';
 
 /** The largest external ArrayBuffer this Node allows (4 GiB on Node 20). */
 export const MAX_BUFFER_LENGTH = bufferConstants.MAX_LENGTH;
-
-export function hugePageSize(): number {
-  // Hugepagesize in /proc/meminfo is the default huge page size, the one MAP_HUGETLB and MFD_HUGETLB use.
-  const match = /^Hugepagesize:\s+(\d+) kB$/m.exec(readMeminfo());
-  return match?.[1] === undefined ? 0 : Number(match[1]) * 1024;
-}
-
-export function freeHugePages(): number {
-  const match = /^HugePages_Free:\s+(\d+)$/m.exec(readMeminfo());
-  return match?.[1] === undefined ? 0 : Number(match[1]);
-}
-
-/** Free huge pages not yet promised to a mapping (HugePages_Free counts the reserved ones too). */
-export function unreservedHugePages(): number {
-  const reserved = /^HugePages_Rsvd:\s+(\d+)$/m.exec(readMeminfo());
-  return freeHugePages() - (reserved?.[1] === undefined ? 0 : Number(reserved[1]));
-}
-
-function readMeminfo(): string {
-  return readFileSync('/proc/meminfo', 'latin1');
-}
 
 function roundUp(length: number, pageSize: number): number {
   return Math.ceil(length / pageSize) * pageSize;

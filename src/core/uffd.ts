@@ -17,7 +17,8 @@ import { readFdInfo, uffdioApi } from './uffdio-api.js';
 import { probe } from '../probe/probe.js';
 import { FeatureSet, IoctlSet } from './sets.js';
 import type { Range } from '../validate.js';
-import { checkAddress, checkBoolean, checkLength, checkOptionsObject, checkRange, describe, PAGE_SIZE } from '../validate.js';
+import { PAGE_SIZE } from '../system.js';
+import { checkAddress, checkBoolean, checkLength, checkOptionsObject, checkRange, describe } from '../validate.js';
 
 export interface OpenOptions {
   /** All must be enabled, else UnsupportedFeatureError. */

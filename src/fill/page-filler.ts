@@ -19,7 +19,7 @@ import { UffdError } from '../errors.js';
 import type { Userfaultfd } from '../core/uffd.js';
 import { addressOfBytes, byteLengthOfBytes, FillIoctls } from '../core/fill-ioctls.js';
 import type { FillStats } from './stats.js';
-import { PAGE_SIZE } from '../validate.js';
+import { PAGE_SIZE } from '../system.js';
 
 export type SourceErrorPolicy = 'poison' | 'zero';
 

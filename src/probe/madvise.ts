@@ -6,7 +6,8 @@ import type { MadviseName } from '../abi.js';
 import { MADVISE } from '../abi.js';
 import { native } from '../binding.js';
 import { errnoName } from '../errors.js';
-import { freeHugePages, hugePageSize, Mapping } from '../core/mapping.js';
+import { Mapping } from '../core/mapping.js';
+import { freeHugePages, hugePageSize, PAGE_SIZE } from '../system.js';
 import type { MemoryType } from './memory.js';
 
 export interface MadviseProbe {
@@ -20,7 +21,7 @@ export interface MadviseProbe {
 }
 
 export function probeMadvise(): MadviseProbe[] {
-  const probeMap = Mapping.anonymous(4096);
+  const probeMap = Mapping.anonymous(PAGE_SIZE);
   try {
     return MADVISE.map((advice) => {
       const known = native.madvise(probeMap.address, 0, advice.value) === 0;
@@ -38,8 +39,8 @@ export function probeMadvise(): MadviseProbe[] {
 function tryOn(type: MemoryType, advice: number): string {
   if (type === 'hugetlb' && (hugePageSize() === 0 || freeHugePages() < 2)) return 'no huge pages';
   const mapping = type === 'anon'
-    ? Mapping.anonymous(2 * 4096)
-    : Mapping.memfd(type === 'hugetlb' ? hugePageSize() : 2 * 4096, { name: 'uffd-probe', hugetlb: type === 'hugetlb' });
+    ? Mapping.anonymous(2 * PAGE_SIZE)
+    : Mapping.memfd(type === 'hugetlb' ? hugePageSize() : 2 * PAGE_SIZE, { name: 'uffd-probe', hugetlb: type === 'hugetlb' });
   try {
     new Uint8Array(mapping.buffer).fill(1); // populated pages: DONTNEED, PAGEOUT and friends have work to do
     const rc = native.madvise(mapping.address, mapping.length, advice);

@@ -3,11 +3,11 @@
 // COPY/ZEROPAGE/POISON are listed for WP-only ranges), so each is tried.
 import type { IoctlName } from '../abi.js';
 import { UffdError } from '../errors.js';
-import { freeHugePages, hugePageSize, Mapping } from '../core/mapping.js';
+import { Mapping } from '../core/mapping.js';
 import { IoctlSet } from '../core/sets.js';
 import { openPreferringFull } from '../core/uffd.js';
 import type { Userfaultfd } from '../core/uffd.js';
-import { PAGE_SIZE } from '../validate.js';
+import { freeHugePages, hugePageSize, PAGE_SIZE } from '../system.js';
 
 export type MemoryType = 'anon' | 'shmem' | 'hugetlb';
 export type RegisterMode = 'missing' | 'wp' | 'minor';

@@ -10,13 +10,14 @@ import { memorySource } from '../sources/memory-location.js';
 import type { MemoryLocation } from '../sources/memory-location.js';
 import { Userfaultfd } from '../core/uffd.js';
 import { probe } from '../probe/probe.js';
-import { native } from '../binding.js';
 import { checkOptionsObject, describe } from '../validate.js';
+import { closeDescriptor } from '../core/descriptor.js';
 import { FdWatcher } from '../core/watch.js';
 import { HandshakeReader } from './firecracker/handshake.js';
 import { PendingClient } from './pending-client.js';
 import { ClientSession } from './session.js';
-import type { GuestRegion, SessionSummary } from './session.js';
+import type { GuestRegion } from './region.js';
+import type { SessionSummary } from './session.js';
 import { UnixListener } from '../core/unix-socket.js';
 import type { UnixConnection } from '../core/unix-socket.js';
 
@@ -238,7 +239,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
 
   #start(id: number, pid: number, uid: number, conn: UnixConnection, reader: HandshakeReader, fds: number[], refuse: (reason: string) => void): void {
     if (fds.length !== 1) {
-      for (const fd of fds) native.close(fd);
+      for (const fd of fds) closeDescriptor(fd);
       refuse(`expected exactly one descriptor (the uffd) with the handshake, got ${String(fds.length)}`);
       return;
     }
@@ -247,7 +248,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     try {
       uffd = Userfaultfd.fromFd(fd);
     } catch (err) {
-      native.close(fd);
+      closeDescriptor(fd);
       refuse(`the descriptor sent is not a usable userfaultfd: ${err instanceof Error ? err.message : String(err)}`);
       return;
     }
@@ -300,7 +301,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     const summary = client.session.summary();
     client.session.close();
     client.pidWatch.stop();
-    native.close(client.pidfd);
+    closeDescriptor(client.pidfd);
     client.conn.close();
     if (this.#o.record !== undefined && client.recorded.length > 0) {
       try {

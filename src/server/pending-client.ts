@@ -1,7 +1,7 @@
 // A connected client before its handshake is complete: reads the JSON body and the descriptor(s) that come
 // with it, possibly split across reads, within a time and size limit. Everything it was sent is closed if
 // the handshake fails; on success the caller owns the uffd descriptor.
-import { native } from '../binding.js';
+import { closeDescriptor } from '../core/descriptor.js';
 import { FdWatcher } from '../core/watch.js';
 import type { UnixConnection } from '../core/unix-socket.js';
 
@@ -77,7 +77,7 @@ export class PendingClient {
   }
 
   #fail(reason: string): void {
-    for (const fd of this.#fds) native.close(fd);
+    for (const fd of this.#fds) closeDescriptor(fd);
     this.#fds.length = 0;
     this.#finish({ ok: false, reason });
   }

@@ -12,14 +12,7 @@ import type { PageSource } from '../sources/source.js';
 import type { Userfaultfd, UffdEventOf } from '../core/uffd.js';
 import { FdWatcher } from '../core/watch.js';
 import { MessageBatch } from '../fill/message-batch.js';
-
-export interface GuestRegion {
-  baseHostVirtAddr: bigint;
-  size: number;
-  /** Where the region's bytes start in the memory file. */
-  offset: number;
-  pageSize: number;
-}
+import type { GuestRegion } from './region.js';
 
 export interface SessionSummary {
   faults: number;

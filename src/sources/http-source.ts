@@ -1,7 +1,7 @@
 // httpSource(): memory served from an object behind HTTP(S) range requests, through a chunk cache. The
 // spec is plain data (it crosses into the resolver worker); the connections are made where it is opened.
 import { describe as describeValue, checkOptionsObject } from '../validate.js';
-import { PAGE_SIZE } from '../validate.js';
+import { PAGE_SIZE } from '../system.js';
 
 export interface HttpSourceOptions {
   /** Sent with every request (e.g. authorization). Never logged. */

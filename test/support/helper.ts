@@ -12,7 +12,7 @@ import type { FeatureName } from '../../src/abi.js';
 import { FEATURES } from '../../src/abi.js';
 import { native } from '../../src/binding.js';
 import type { UffdEventOf } from '../../src/core/uffd.js';
-import { freeHugePages } from '../../src/core/mapping.js';
+import { freeHugePages } from '../../src/system.js';
 import { probe, Userfaultfd } from '../../src/index.js';
 import { isRoot, ROOT } from './support.js';
 

@@ -1,5 +1,5 @@
 // The memory types the kernel selftests run on, made with the library's own Mapping.
-import { freeHugePages, hugePageSize } from '../../src/core/mapping.js';
+import { freeHugePages, hugePageSize } from '../../src/system.js';
 import type { FeatureName } from '../../src/index.js';
 import { Mapping, probe } from '../../src/index.js';
 

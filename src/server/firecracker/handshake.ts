@@ -4,14 +4,16 @@
 // brackets outside strings, so it knows the array is whole without waiting for end-of-file; then the
 // strict parser, the shape decoder and the layout checks run once on the whole text.
 import { HandshakeError } from './errors.js';
-import type { GuestRegion, HandshakeVersion } from './regions.js';
+import type { GuestRegion } from '../region.js';
+import type { HandshakeVersion } from './regions.js';
 import { decodeRegions } from './regions.js';
 import { JsonSyntaxError, parseJson } from './strict-json.js';
 import { DEFAULT_MAX_REGIONS, validateRegions } from './validate-regions.js';
 import { describe } from '../../validate.js';
 
 export { HandshakeError, type HandshakeErrorReason } from './errors.js';
-export type { GuestRegion, HandshakeVersion } from './regions.js';
+export type { GuestRegion } from '../region.js';
+export type { HandshakeVersion } from './regions.js';
 export { decodeRegions } from './regions.js';
 export { PAGE_SIZES, validateRegions } from './validate-regions.js';
 

@@ -3,18 +3,9 @@
 import { HandshakeError } from './errors.js';
 import type { JsonObject, JsonValue } from './strict-json.js';
 import { JsonNumber, quote } from './strict-json.js';
-import { checkRegionCount, U64_END } from './validate-regions.js';
-
-export interface GuestRegion {
-  /** Where the region starts in the VMM's address space (u64; kept exact, addresses need not fit 2^53). */
-  baseHostVirtAddr: bigint;
-  /** Bytes. */
-  size: number;
-  /** Where the region's contents start in the memory file. */
-  offset: number;
-  /** Bytes: 4096, or 2 MiB for hugetlbfs-backed guest memory. */
-  pageSize: number;
-}
+import { U64_END } from '../../abi.js';
+import type { GuestRegion } from '../region.js';
+import { checkRegionCount } from './validate-regions.js';
 
 /**
  * The oldest Firecracker release that sends a shape: '1.1' has base_host_virt_addr, size and offset;

@@ -3,9 +3,8 @@
 // Serving overlapping regions would answer one fault from two places in the file; serving past the end
 // would read what is not there. A memory file larger than the regions is allowed (only the bounds matter).
 import { HandshakeError } from './errors.js';
-import type { GuestRegion } from './regions.js';
-// The parser stays free of the native addon: its own u64 bound, shared with regions.ts.
-export const U64_END = 1n << 64n;
+import { U64_END } from '../../abi.js';
+import type { GuestRegion } from '../region.js';
 
 export const PAGE_SIZES: readonly number[] = [4096, 2 * 1024 * 1024];
 export const DEFAULT_MAX_REGIONS = 1024;
