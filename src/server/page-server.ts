@@ -272,7 +272,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     } catch (err) {
       // Regions no process could have (beyond 2^53): nothing to serve.
       uffd.close();
-      native.close(pidfd);
+      closeDescriptor(pidfd);
       refuse(`its regions cannot be served: ${err instanceof Error ? err.message : String(err)}`);
       return;
     }
