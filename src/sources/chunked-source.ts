@@ -2,7 +2,7 @@
 // chunks in memory or on disk answer synchronously (no promise turn per fault); the others wait for the
 // chunks' fetches, started together. Sequential reads fetch the next chunks ahead, up to the connection
 // limit, so a streaming restore keeps the network busy while faults are served.
-import type { PageSource } from './source.js';
+import type { PageSource } from './page-source.js';
 import { ChunkCache } from './chunk-cache.js';
 import type { ChunkCacheStats } from './chunk-cache.js';
 
