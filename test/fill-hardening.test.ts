@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { hugePageSize } from '../src/core/mapping.js';
+import { hugePageSize } from '../src/system.js';
 import { LazyMemory, Mapping, PageServer, UffdError, zeroSource } from '../src/index.js';
 import type { ServerLog } from '../src/index.js';
 import { patternByte } from './fixtures/pattern-source.js';

@@ -25,9 +25,9 @@ export function toEvent<Child>(msg: RawMessage, adoptFork: (fd: number) => Child
   if ('ufd' in msg) {
     const uffd = adoptFork(msg.ufd);
     if (uffd !== undefined) return { type: 'fork', uffd };
-    const raw = new Uint8Array(32);
+    const raw = new Uint8Array(STRUCTS.uffd_msg.size);
     raw[0] = msg.event;
-    new DataView(raw.buffer).setUint32(8, msg.ufd, true);
+    new DataView(raw.buffer).setUint32(STRUCTS.uffd_msg.arg, msg.ufd, true); // fork.ufd, the first field of arg
     return { type: 'unknown', code: msg.event, raw };
   }
   if ('from' in msg) return { type: 'remap', from: msg.from, to: msg.to, length: Number(msg.len) };

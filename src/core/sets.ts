@@ -2,7 +2,7 @@
 // are kept and shown as `bit N`: dropping them would hide what the kernel offers, and rejecting them is
 // the bug that made the Rust crate fail on every 6.6 kernel.
 import type { FeatureName, IoctlName } from '../abi.js';
-import { FEATURES, IOCTLS } from '../abi.js';
+import { FEATURES, IOCTLS, U64_END } from '../abi.js';
 import { describe } from '../validate.js';
 
 class BitSet<Name extends string> implements Iterable<Name> {
@@ -14,7 +14,7 @@ class BitSet<Name extends string> implements Iterable<Name> {
 
   protected constructor(mask: bigint, table: readonly { name: Name; bit: number }[]) {
     if (typeof mask !== 'bigint') throw new TypeError(`mask must be a bigint, got ${describe(mask)}`);
-    if (mask < 0n || mask >= 1n << 64n) throw new RangeError(`mask must be a u64, got ${String(mask)}`);
+    if (mask < 0n || mask >= U64_END) throw new RangeError(`mask must be a u64, got ${String(mask)}`);
     this.mask = mask;
     const byBit = [...table].sort((a, b) => a.bit - b.bit);
     this.names = Object.freeze(byBit.filter((e) => (mask >> BigInt(e.bit)) & 1n).map((e) => e.name));

@@ -5,13 +5,14 @@ import {
   CONTINUE_MODE, COPY_MODE, FEATURES, ioctlInfo, MOVE_MODE, POISON_MODE, REGISTER_MODE, STRUCTS,
   WRITEPROTECT_MODE, ZEROPAGE_MODE,
 } from '../abi.js';
-import type { Watcher } from '../binding.js';
 import { native } from '../binding.js';
 import type { Via } from './create.js';
 import { createFd } from './create.js';
 import { check, EAGAIN, errnoName, UffdError, UnsupportedFeatureError } from '../errors.js';
 import type { UffdEvent } from './events.js';
 import { decodeBatch } from './events.js';
+import type { RunningStream } from './event-stream.js';
+import { streamEvents } from './event-stream.js';
 import { FillIoctls } from './fill-ioctls.js';
 import { readFdInfo, uffdioApi } from './uffdio-api.js';
 import { probe } from '../probe/probe.js';
@@ -42,12 +43,20 @@ export const eventAt = Symbol('eventAt');
 /** Messages read per read(2) by events(). */
 const READ_BATCH = 64;
 const POLLERR = 0x8;
-const FEATURE_BITS = new Map(FEATURES.map((f) => [f.name, BigInt(f.bit)]));
-const WP_ASYNC = 1n << (FEATURE_BITS.get('WP_ASYNC') ?? 0n);
-const WP_UNPOPULATED = 1n << (FEATURE_BITS.get('WP_UNPOPULATED') ?? 0n);
-const EVENT_FORK = 1n << (FEATURE_BITS.get('EVENT_FORK') ?? 0n);
+const FEATURE_NAMES = new Set<string>(FEATURES.map((f) => f.name));
+// fromNames throws on a name abi.ts lacks: a renamed feature cannot silently become bit 0.
+const maskOf = (names: FeatureName[]): bigint => FeatureSet.fromNames(names).mask;
+const WP_ASYNC = maskOf(['WP_ASYNC']);
+const WP_UNPOPULATED = maskOf(['WP_UNPOPULATED']);
+const EVENT_FORK = maskOf(['EVENT_FORK']);
 const MSG_SIZE = STRUCTS.uffd_msg.size;
 const NUMBER_END = BigInt(Number.MAX_SAFE_INTEGER);
+/** The scratch struct holds any ioctl argument: the largest is 40 bytes (uffdio_copy, uffdio_move). */
+const SCRATCH_SIZE = Math.max(...Object.values(STRUCTS).map((s) => s.size));
+// Range-style structs ({ start, len, mode, result }: register, zeropage, continue, poison, writeprotect)
+// and the two-address ones ({ dst, src, len, mode, result }: copy, move) share their layouts.
+const { start: RANGE_START, len: RANGE_LEN, mode: RANGE_MODE, zeropage: RANGE_RESULT } = STRUCTS.uffdio_zeropage;
+const { dst: PAIR_DST, src: PAIR_SRC, len: PAIR_LEN, mode: PAIR_MODE, copy: PAIR_RESULT } = STRUCTS.uffdio_copy;
 const REQ = {
   REGISTER: ioctlInfo('REGISTER').request, UNREGISTER: ioctlInfo('UNREGISTER').request, WAKE: ioctlInfo('WAKE').request,
   COPY: ioctlInfo('COPY').request, ZEROPAGE: ioctlInfo('ZEROPAGE').request, MOVE: ioctlInfo('MOVE').request,
@@ -68,23 +77,21 @@ function checkFeatureNames(value: unknown, name: string): FeatureName[] {
   if (value === undefined) return [];
   if (!Array.isArray(value)) throw new TypeError(`${name} must be an array of feature names, got ${describe(value)}`);
   for (const item of value) {
-    if (typeof item !== 'string' || !FEATURE_BITS.has(item as FeatureName)) {
+    if (typeof item !== 'string' || !FEATURE_NAMES.has(item)) {
       throw new TypeError(`${name}: unknown userfaultfd feature ${describe(item)}; known: ${FEATURES.map((f) => f.name).join(', ')}`);
     }
   }
   return value as FeatureName[];
 }
 
-const maskOf = (names: FeatureName[]): bigint => FeatureSet.fromNames(names).mask;
-
 export class Userfaultfd {
   #fd: number;
   #features: FeatureSet;
-  readonly #scratch = new Uint8Array(40);
+  readonly #scratch = new Uint8Array(SCRATCH_SIZE);
   readonly #view = new DataView(this.#scratch.buffer);
-  readonly #watchers = new Set<{ watcher: Watcher; stop: () => void }>();
+  readonly #streams = new Set<RunningStream>();
   readonly #ref: WeakRef<Userfaultfd>;
-  #readBuffer = new Uint8Array(64 * MSG_SIZE);
+  #readBuffer = new Uint8Array(READ_BATCH * MSG_SIZE);
   #fill: FillIoctls | undefined;
   #unconsumed: UffdEventOf[] = [];
 
@@ -195,7 +202,7 @@ export class Userfaultfd {
     if (mode === 0n) throw new TypeError('register needs at least one of missing, wp, minor');
     this.#put(r.address, BigInt(r.length), mode, 0n);
     check(this.#ioctl(REQ.REGISTER), 'ioctl(UFFDIO_REGISTER)');
-    return IoctlSet.fromMask(this.#view.getBigUint64(24, true));
+    return IoctlSet.fromMask(this.#view.getBigUint64(STRUCTS.uffdio_register.ioctls, true));
   }
 
   unregister(range: Range): void {
@@ -303,75 +310,23 @@ export class Userfaultfd {
   }
 
   /** Events as they arrive, driven by the event loop; ends on close() or when `signal` aborts. */
-  async *events(options?: { signal?: AbortSignal }): AsyncGenerator<UffdEventOf, void, undefined> {
-    const o = checkOptionsObject(options, 'events options', ['signal']);
-    const signal = o.signal;
-    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError(`signal must be an AbortSignal, got ${describe(signal)}`);
-    const fd = this.#open();
-    if (this.#watchers.size > 0) {
-      // libuv allows one poll handle per descriptor: a second would fail with a confusing EEXIST.
-      throw Object.assign(new Error('events() is already running on this userfaultfd; end it (break, abort) before starting another'), { code: 'ERR_UFFD_EVENTS_ACTIVE' });
-    }
-    let wakeUp: (() => void) | undefined;
-    let failure: number | undefined;
-    let paused = false;
-    const self: { watcher?: Watcher } = {}; // the callback below needs the handle pollStart returns
-    const notify = (): void => {
-      const resume = wakeUp;
-      wakeUp = undefined;
-      resume?.();
-    };
-    const started = native.pollStart(fd, native.pollEvents.READABLE, (status) => {
-      if (status < 0) failure = status;
-      if (wakeUp === undefined && failure === undefined) {
-        // Readable while the consumer is busy elsewhere (awaiting its own work): the poll is level-triggered
-        // and would call back on every loop turn. Paused until the generator waits again.
-        if (self.watcher !== undefined) native.pollPause(self.watcher);
-        paused = true;
-        return;
-      }
-      notify();
-    });
-    if (typeof started === 'number') throw new UffdError(started, 'uv_poll_start');
-    self.watcher = started;
-    const entry = { watcher: started, stop: notify };
-    this.#watchers.add(entry);
-    signal?.addEventListener('abort', notify);
-    try {
-      while (!this.closed && signal?.aborted !== true) {
-        if (failure !== undefined) throw new UffdError(failure, 'poll');
-        // Read until EAGAIN before waiting: a faulter woken by the last resolve has often faulted again by
-        // now, and a read(2) is cheaper than a turn of the event loop (measured: bench/roundtrip).
-        if (this.#unconsumed.length === 0) this.#unconsumed = this.read(READ_BATCH);
-        const event = this.#unconsumed.shift();
-        if (event !== undefined) {
-          // Taken off the queue only as it is yielded: a consumer that stops early leaves the rest of the
-          // batch (a fork event's uffd among them) for the next read() or events().
-          yield event;
-          continue;
-        }
-        if (paused) {
-          paused = false;
-          const resumed = native.pollResume(started);
-          if (resumed < 0) throw new UffdError(resumed, 'uv_poll_start');
-        }
-        await new Promise<void>((resolve) => { wakeUp = resolve; });
-      }
-    } finally {
-      signal?.removeEventListener('abort', notify);
-      this.#watchers.delete(entry);
-      native.pollStop(started);
-    }
+  events(options?: { signal?: AbortSignal }): AsyncGenerator<UffdEventOf, void, undefined> {
+    return streamEvents({
+      open: () => this.#open(), isOpen: () => this.#fd >= 0, next: () => this.#nextEvent(), streams: this.#streams,
+    }, options);
+  }
+
+  /** The next event the backlog or the kernel has; undefined when none is pending. */
+  #nextEvent(): UffdEventOf | undefined {
+    if (this.#unconsumed.length === 0) this.#unconsumed = this.read(READ_BATCH);
+    return this.#unconsumed.shift();
   }
 
   /** Closes the descriptor. The kernel unregisters and wakes faulters when the LAST descriptor closes. */
   close(): void {
     if (this.#fd < 0) return;
-    for (const entry of this.#watchers) {
-      native.pollStop(entry.watcher); // before the fd goes: epoll must not see a closed fd
-      entry.stop();
-    }
-    this.#watchers.clear();
+    for (const stream of this.#streams) stream.stop(); // before the fd goes: epoll must not see a closed fd
+    this.#streams.clear();
     const fd = this.#fd;
     this.#fd = -1;
     live.delete(this.#ref);
@@ -389,13 +344,13 @@ export class Userfaultfd {
     return this.#fd;
   }
 
-  /** Fills the scratch struct: u64 fields from offset 0 (range-style structs: start, len, mode, result). */
-  #put(a: bigint, b: bigint, c?: bigint, d?: bigint): void {
+  /** Fills a range-style struct in the scratch: start, len, then mode and the result field where given. */
+  #put(start: bigint, len: bigint, mode?: bigint, result?: bigint): void {
     const view = this.#view;
-    view.setBigUint64(0, a, true);
-    view.setBigUint64(8, b, true);
-    if (c !== undefined) view.setBigUint64(16, c, true);
-    if (d !== undefined) view.setBigUint64(24, d, true);
+    view.setBigUint64(RANGE_START, start, true);
+    view.setBigUint64(RANGE_LEN, len, true);
+    if (mode !== undefined) view.setBigUint64(RANGE_MODE, mode, true);
+    if (result !== undefined) view.setBigUint64(RANGE_RESULT, result, true);
   }
 
   #ioctl(request: number): number {
@@ -417,20 +372,20 @@ export class Userfaultfd {
   #resolve(request: number, syscall: string, dst: bigint, src: bigint | undefined, length: number, mode: bigint): number {
     // COPY and MOVE: { dst, src, len, mode, result }; the others: { start, len, mode, result }.
     const view = this.#view;
-    const resultOffset = src === undefined ? 24 : 32;
+    const resultOffset = src === undefined ? RANGE_RESULT : PAIR_RESULT;
     let done = 0;
     for (;;) {
       const offset = BigInt(done);
       const rest = BigInt(length - done);
       if (src === undefined) {
-        view.setBigUint64(0, dst + offset, true);
-        view.setBigUint64(8, rest, true);
-        view.setBigUint64(16, mode, true);
+        view.setBigUint64(RANGE_START, dst + offset, true);
+        view.setBigUint64(RANGE_LEN, rest, true);
+        view.setBigUint64(RANGE_MODE, mode, true);
       } else {
-        view.setBigUint64(0, dst + offset, true);
-        view.setBigUint64(8, src + offset, true);
-        view.setBigUint64(16, rest, true);
-        view.setBigUint64(24, mode, true);
+        view.setBigUint64(PAIR_DST, dst + offset, true);
+        view.setBigUint64(PAIR_SRC, src + offset, true);
+        view.setBigUint64(PAIR_LEN, rest, true);
+        view.setBigUint64(PAIR_MODE, mode, true);
       }
       view.setBigInt64(resultOffset, 0n, true);
       const errno = this.#ioctl(request);
