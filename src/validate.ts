@@ -68,3 +68,26 @@ export function checkRange(range: unknown, name = 'range'): { address: bigint; l
   if (address + BigInt(length) > U64_END) throw new RangeError(`${name} ends past the u64 range`);
   return { address, length, pageSize };
 }
+
+/** Asserts `value` is a safe integer in [min, max] (both default to the safe-integer range). */
+export function checkInteger(value: unknown, name: string, bounds: { min?: number; max?: number } = {}): asserts value is number {
+  const min = bounds.min ?? Number.MIN_SAFE_INTEGER;
+  const max = bounds.max ?? Number.MAX_SAFE_INTEGER;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+    const range = max === Number.MAX_SAFE_INTEGER
+      ? (min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer of at least ${String(min)}`)
+      : `an integer in [${String(min)}, ${String(max)}]`;
+    throw new RangeError(`${name} must be ${range}, got ${describe(value)}`);
+  }
+}
+
+/** Asserts `value` is one of `values` (compared with ===). */
+export function checkOneOf<const T extends readonly unknown[]>(value: unknown, name: string, values: T): asserts value is T[number] {
+  if (!values.includes(value)) {
+    throw new TypeError(`${name} must be ${values.map(describeChoice).join(', ').replace(/, ([^,]*)$/, ' or $1')}, got ${describe(value)}`);
+  }
+}
+
+function describeChoice(value: unknown): string {
+  return typeof value === 'string' ? `'${value}'` : describe(value);
+}

@@ -4,6 +4,7 @@
 import type { UffdError } from '../errors.js';
 import { checkOptionsObject, describe } from '../validate.js';
 import { FdWatcher } from './watch.js';
+import { withCode } from '../errors.js';
 
 /** A running stream, as its uffd sees it: close() stops it before the descriptor goes. */
 export interface RunningStream {
@@ -32,7 +33,7 @@ export async function* streamEvents<E>(source: StreamSource<E>, options: unknown
   const fd = source.open();
   if (source.streams.size > 0) {
     // A second poll handle on the descriptor would fail with a confusing EEXIST.
-    throw Object.assign(new Error('events() is already running on this userfaultfd; end it (break, abort) before starting another'), { code: 'ERR_UFFD_EVENTS_ACTIVE' });
+    throw withCode(new Error('events() is already running on this userfaultfd; end it (break, abort) before starting another'), 'ERR_UFFD_EVENTS_ACTIVE');
   }
   let wakeUp: (() => void) | undefined;
   let failure: UffdError | undefined;

@@ -8,9 +8,9 @@ import type { MadviseName } from '../abi.js';
 import { MADVISE, MAP, MFD, PROT } from '../abi.js';
 import type { Region } from '../binding.js';
 import { native } from '../binding.js';
-import { check, UffdError } from '../errors.js';
+import { check, ERRNO, UffdError, withCode } from '../errors.js';
 import { hugePageSize, PAGE_SIZE, unreservedHugePages } from '../system.js';
-import { checkBoolean, checkOptionsObject, describe, isPositiveInt } from '../validate.js';
+import { checkBoolean, checkInteger, checkOptionsObject, describe, isPositiveInt } from '../validate.js';
 import { markUntransferable } from './untransferable.js';
 
 /** The largest external ArrayBuffer this Node allows (4 GiB on Node 20). */
@@ -129,9 +129,8 @@ export class Mapping {
     const writable = checkBoolean(opts.writable, 'writable') ?? false;
     const shared = checkBoolean(opts.shared, 'shared') ?? false;
     const offset = opts.offset ?? 0;
-    if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0 || offset % PAGE_SIZE !== 0) {
-      throw new RangeError(`offset must be a non-negative multiple of ${String(PAGE_SIZE)}, got ${describe(offset)}`);
-    }
+    checkInteger(offset, 'offset', { min: 0 });
+    if (offset % PAGE_SIZE !== 0) throw new RangeError(`offset must be a multiple of ${String(PAGE_SIZE)}, got ${describe(offset)}`);
     const fd = openSync(path, writable && shared ? fsConstants.O_RDWR : fsConstants.O_RDONLY);
     try {
       const size = fstatSync(fd).size;
@@ -179,8 +178,8 @@ export class Mapping {
   /** A window [offset, offset + length) of the mapping as its own ArrayBuffer, no copy. */
   view(offset: number, length: number): ArrayBuffer {
     this.#checkOpen();
-    if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`offset must be a non-negative integer, got ${describe(offset)}`);
-    if (typeof length !== 'number' || !Number.isSafeInteger(length) || length < 0) throw new RangeError(`length must be a non-negative integer, got ${describe(length)}`);
+    checkInteger(offset, 'offset', { min: 0 });
+    checkInteger(length, 'length', { min: 0 });
     if (offset + length > this.length) throw new RangeError(`view [${String(offset)}, ${String(offset + length)}) is outside the mapping of ${String(this.length)} bytes`);
     if (length > MAX_BUFFER_LENGTH) throw new RangeError(`view of ${String(length)} bytes exceeds this Node's ArrayBuffer limit (${String(MAX_BUFFER_LENGTH)})`);
     const buffer = native.regionBuffer(this.#region, offset, length);
@@ -200,7 +199,8 @@ export class Mapping {
     if (!info.safe) throw new RangeError(`madvise(${advice}) with a length retires physical pages for good; not done here`);
     const refused = REFUSED_ADVICE[advice];
     if (refused !== undefined) throw new RangeError(`madvise(${advice}) is refused: ${refused}`);
-    if (!Number.isSafeInteger(length) || length < 0 || offset + length > this.length) throw new RangeError(`length ${describe(length)} reaches outside the mapping`);
+    checkInteger(length, 'length', { min: 0 });
+    if (offset + length > this.length) throw new RangeError(`length ${describe(length)} reaches outside the mapping`);
     check(native.madvise(this.address + BigInt(offset), length, info.value), `madvise(MADV_${advice})`);
   }
 
@@ -225,7 +225,7 @@ export class Mapping {
   }
 
   #checkOpen(): void {
-    if (this.#closed) throw Object.assign(new TypeError('the mapping is closed'), { code: 'ERR_UFFD_CLOSED' });
+    if (this.#closed) throw withCode(new TypeError('the mapping is closed'), 'ERR_UFFD_CLOSED');
   }
 }
 
@@ -239,7 +239,7 @@ function checkMapLength(length: unknown): asserts length is number {
 
 function requireHugePages(): number {
   const size = hugePageSize();
-  if (size === 0) throw new UffdError(-95 /* EOPNOTSUPP */, 'mmap', { hint: 'this kernel has no hugetlb support' });
+  if (size === 0) throw new UffdError(ERRNO.ENOTSUP, 'mmap', { hint: 'this kernel has no hugetlb support' });
   return size;
 }
 

@@ -7,8 +7,8 @@ import {
 } from '../abi.js';
 import { native } from '../binding.js';
 import type { Via } from './create.js';
-import { createFd } from './create.js';
-import { check, EAGAIN, errnoName, UffdError, UnsupportedFeatureError } from '../errors.js';
+import { createFd, VIAS } from './create.js';
+import { check, EAGAIN, ERRNO, errnoName, UffdError, UnsupportedFeatureError, withCode } from '../errors.js';
 import type { UffdEvent } from './events.js';
 import { decodeBatch } from './events.js';
 import type { RunningStream } from './event-stream.js';
@@ -19,7 +19,7 @@ import { probe } from '../probe/probe.js';
 import { FeatureSet, IoctlSet } from './sets.js';
 import type { Range } from '../validate.js';
 import { PAGE_SIZE } from '../system.js';
-import { checkAddress, checkBoolean, checkLength, checkOptionsObject, checkRange, describe } from '../validate.js';
+import { checkAddress, checkBoolean, checkInteger, checkLength, checkOneOf, checkOptionsObject, checkRange, describe } from '../validate.js';
 
 export interface OpenOptions {
   /** All must be enabled, else UnsupportedFeatureError. */
@@ -114,9 +114,7 @@ export class Userfaultfd {
       userModeOnly: checkBoolean(opts.userModeOnly, 'userModeOnly') ?? false,
     };
     const via = opts.via ?? 'auto';
-    if (via !== 'auto' && via !== 'syscall' && via !== 'device') {
-      throw new TypeError(`via must be 'auto', 'syscall' or 'device', got ${describe(via)}`);
-    }
+    checkOneOf(via, 'via', VIAS);
 
     const fd = createFd(via, flags);
     try {
@@ -149,14 +147,14 @@ export class Userfaultfd {
    * Sets O_NONBLOCK (a fork event's fd keeps the creator's flags, and poll on a blocking uffd is POLLERR).
    */
   static fromFd(fd: number, options?: { features?: FeatureName[] }): Userfaultfd {
-    if (typeof fd !== 'number' || !Number.isSafeInteger(fd) || fd < 0) throw new TypeError(`fd must be a non-negative integer, got ${describe(fd)}`);
+    checkInteger(fd, 'fd', { min: 0 });
     const opts = checkOptionsObject(options, 'Userfaultfd.fromFd options', ['features']);
     const given = opts.features === undefined ? undefined : checkFeatureNames(opts.features, 'features');
     let target: string;
     try {
       target = readlinkSync(`/proc/self/fd/${String(fd)}`);
     } catch {
-      throw new UffdError(-9 /* EBADF */, 'fromFd', { hint: `fd ${String(fd)} is not open` });
+      throw new UffdError(ERRNO.EBADF, 'fromFd', { hint: `fd ${String(fd)} is not open` });
     }
     if (target !== 'anon_inode:[userfaultfd]') throw new TypeError(`fd ${String(fd)} is not a userfaultfd (it is ${target})`);
     // Two owners of one descriptor: the first close() would leave the other holding a number that the next
@@ -281,7 +279,7 @@ export class Userfaultfd {
 
   /** Reads one batch of pending messages without blocking; [] when nothing is pending. */
   read(max = 64): UffdEventOf[] {
-    if (!Number.isSafeInteger(max) || max < 1 || max > 4096) throw new RangeError(`max must be an integer in [1, 4096], got ${describe(max)}`);
+    checkInteger(max, 'max', { min: 1, max: 4096 });
     const fd = this.#open();
     // Events an events() loop read from the kernel but was left before it yielded them come first.
     if (this.#unconsumed.length > 0) return this.#unconsumed.splice(0, max);
@@ -340,7 +338,7 @@ export class Userfaultfd {
   }
 
   #open(): number {
-    if (this.#fd < 0) throw Object.assign(new TypeError('the userfaultfd is closed'), { code: 'ERR_UFFD_CLOSED' });
+    if (this.#fd < 0) throw withCode(new TypeError('the userfaultfd is closed'), 'ERR_UFFD_CLOSED');
     return this.#fd;
   }
 

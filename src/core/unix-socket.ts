@@ -2,7 +2,7 @@
 // descriptors that arrive with a message. Non-blocking; readiness through FdWatcher.
 import { lstatSync, unlinkSync } from 'node:fs';
 import { native } from '../binding.js';
-import { check, EAGAIN, errnoName, UffdError } from '../errors.js';
+import { check, EAGAIN, ERRNO, errnoName, UffdError, withCode } from '../errors.js';
 import { describe } from '../validate.js';
 import { FdWatcher } from './watch.js';
 
@@ -69,7 +69,7 @@ export class UnixConnection {
     if (typeof r === 'number') throw new UffdError(r, 'recvmsg');
     if (r.truncated) {
       for (const fd of r.fds) native.close(fd);
-      throw new UffdError(-105 /* ENOBUFS */, 'recvmsg', { hint: 'too many descriptors in one message (MSG_CTRUNC)' });
+      throw new UffdError(ERRNO.ENOBUFS, 'recvmsg', { hint: 'too many descriptors in one message (MSG_CTRUNC)' });
     }
     if (r.bytes === 0) return { kind: 'eof', fds: r.fds };
     return { kind: 'data', data: buffer.subarray(0, r.bytes), fds: r.fds };
@@ -112,7 +112,7 @@ export class UnixConnection {
   }
 
   #open(): number {
-    if (this.#fd < 0) throw Object.assign(new TypeError('the socket is closed'), { code: 'ERR_UFFD_CLOSED' });
+    if (this.#fd < 0) throw withCode(new TypeError('the socket is closed'), 'ERR_UFFD_CLOSED');
     return this.#fd;
   }
 }

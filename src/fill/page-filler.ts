@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ReadaheadPolicy } from '../policy/readahead.js';
 import type { PageSource } from '../sources/source.js';
 import { sourceMemory } from '../sources/source.js';
-import { UffdError } from '../errors.js';
+import { ERRNO, UffdError } from '../errors.js';
 import type { Userfaultfd } from '../core/uffd.js';
 import { addressOfBytes, byteLengthOfBytes, FillIoctls } from '../core/fill-ioctls.js';
 import type { FillStats } from './stats.js';
@@ -417,7 +417,7 @@ export class PageFiller {
       try {
         if (this.#o.canPoison) uffd.poison({ address, length: pageSize, pageSize }, { wake: false });
         else if (this.#o.protect !== undefined) this.#o.protect(address, pageSize);
-        else throw new UffdError(-95 /* EOPNOTSUPP */, 'ioctl(UFFDIO_POISON)', { hint: `the source failed for page ${String(page)} and this kernel cannot poison it (Linux 6.6+)` });
+        else throw new UffdError(ERRNO.ENOTSUP, 'ioctl(UFFDIO_POISON)', { hint: `the source failed for page ${String(page)} and this kernel cannot poison it (Linux 6.6+)` });
         stats.add('poisoned');
       } catch (err) {
         if (!(err instanceof UffdError && err.code === 'EEXIST')) throw err;

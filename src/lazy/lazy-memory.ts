@@ -9,15 +9,15 @@ import { openPreferringFull, Userfaultfd } from '../core/uffd.js';
 import type { UffdMode } from '../core/uffd.js';
 import type { UffdError } from '../errors.js';
 import { failMissingPages } from '../fill/fail-missing.js';
-import { checkBoolean, checkOptionsObject, describe } from '../validate.js';
+import { checkBoolean, checkInteger, checkOneOf, checkOptionsObject, describe } from '../validate.js';
 import type { SourceErrorPolicy } from '../fill/page-filler.js';
 import { DEFAULT_READ_TIMEOUT_MS } from '../fill/page-filler.js';
 import type { FillStatsSnapshot } from '../fill/stats.js';
 import { SharedStats } from '../fill/stats.js';
 import { describeSource, rebuildError, SourceReadError } from '../sources/source-error.js';
+import type { FromWorker, ToWorker, WorkerInput } from './worker.js';
 
 export type LazyStats = FillStatsSnapshot;
-import type { FromWorker, ToWorker, WorkerInput } from './worker.js';
 
 export interface LazyMemoryOptions {
   source: SourceSpec;
@@ -38,6 +38,8 @@ export interface LazyMemoryOptions {
   userModeOnly?: boolean | 'auto';
 }
 
+const SOURCE_ERROR_POLICIES = ['poison', 'zero'] as const satisfies readonly SourceErrorPolicy[];
+const USER_MODE_CHOICES = ['auto', true, false] as const;
 const OPTIONS = ['source', 'readahead', 'hugetlb', 'prefetch', 'onSourceError', 'retries', 'retryDelayMs', 'readTimeoutMs', 'userModeOnly'];
 
 /**
@@ -64,6 +66,9 @@ export class LazyMemory extends EventEmitter<LazyMemoryEvents> {
    */
   readonly mode: UffdMode;
   #closing: Promise<void> | undefined;
+  readonly #canPoison: boolean;
+  readonly #workerExited: Promise<void>;
+  #failed = false;
 
   private constructor(parts: { mapping: Mapping; uffd: Userfaultfd; mode: UffdMode; canPoison: boolean; worker: Worker; stats: SharedStats; sourceLength: number; source: string }) {
     super();
@@ -98,10 +103,6 @@ export class LazyMemory extends EventEmitter<LazyMemoryEvents> {
     process.prependListener('exit', this.#onExit);
   }
 
-  readonly #canPoison: boolean;
-  readonly #workerExited: Promise<void>;
-  #failed = false;
-
   /**
    * The resolver is gone: nobody will fill the remaining pages, so they are poisoned (fail-stop, as with
    * onSourceError 'poison'), and the program hears of it as an 'error' event.
@@ -121,25 +122,23 @@ export class LazyMemory extends EventEmitter<LazyMemoryEvents> {
       throw new TypeError(`source must come from fileSource(), bufferSource(), zeroSource(), moduleSource() or httpSource(), got ${describe(source)}`);
     }
     const readahead = o.readahead ?? 'auto';
-    if (readahead !== 'auto' && !(Number.isSafeInteger(readahead) && (readahead as number) >= 1 && (readahead as number) <= 65536)) {
-      throw new RangeError(`readahead must be 'auto' or a page count in [1, 65536], got ${describe(readahead)}`);
-    }
+    if (readahead !== 'auto') checkInteger(readahead, "readahead ('auto' or a page count)", { min: 1, max: 65536 });
     const hugetlb = checkBoolean(o.hugetlb, 'hugetlb') ?? false;
     const prefetch = checkBoolean(o.prefetch, 'prefetch') ?? false;
     const onSourceError = o.onSourceError ?? 'poison';
-    if (onSourceError !== 'poison' && onSourceError !== 'zero') throw new TypeError(`onSourceError must be 'poison' or 'zero', got ${describe(onSourceError)}`);
+    checkOneOf(onSourceError, 'onSourceError', SOURCE_ERROR_POLICIES);
     const retries = o.retries ?? 3;
-    if (!Number.isSafeInteger(retries) || (retries as number) < 0 || (retries as number) > 20) throw new RangeError(`retries must be an integer in [0, 20], got ${describe(retries)}`);
+    checkInteger(retries, 'retries', { min: 0, max: 20 });
     const retryDelayMs = o.retryDelayMs ?? 10;
     if (typeof retryDelayMs !== 'number' || !(retryDelayMs >= 0) || retryDelayMs > 60_000) throw new RangeError(`retryDelayMs must be in [0, 60000], got ${describe(retryDelayMs)}`);
     const readTimeoutMs = o.readTimeoutMs ?? DEFAULT_READ_TIMEOUT_MS;
     if (typeof readTimeoutMs !== 'number' || !Number.isSafeInteger(readTimeoutMs) || readTimeoutMs < 1 || readTimeoutMs > 3_600_000) throw new RangeError(`readTimeoutMs must be an integer in [1, 3600000], got ${describe(readTimeoutMs)}`);
     const userModeOnly = o.userModeOnly ?? 'auto';
-    if (userModeOnly !== 'auto' && typeof userModeOnly !== 'boolean') throw new TypeError(`userModeOnly must be a boolean or 'auto', got ${describe(userModeOnly)}`);
+    checkOneOf(userModeOnly, 'userModeOnly', USER_MODE_CHOICES);
 
     const stats = new SharedStats();
     const input: WorkerInput = {
-      source, readahead: readahead as number | 'auto', prefetch, onSourceError, retries: retries as number, retryDelayMs, readTimeoutMs,
+      source, readahead, prefetch, onSourceError, retries, retryDelayMs, readTimeoutMs,
       stats: stats.buffer,
     };
     // Referenced while opening and closing (the caller awaits it), unreferenced while it serves.

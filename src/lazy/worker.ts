@@ -19,6 +19,7 @@ import type { SourceErrorPolicy } from '../fill/page-filler.js';
 import { SharedStats } from '../fill/stats.js';
 import { describeSource, errorFields, SourceReadError } from '../sources/source-error.js';
 import type { ErrorFields } from '../sources/source-error.js';
+import { messageOf } from '../errors.js';
 
 export interface WorkerInput {
   source: SourceSpec;
@@ -68,7 +69,7 @@ async function run(serve: Extract<ToWorker, { type: 'serve' }>): Promise<void> {
     uffd = Userfaultfd.fromFd(serve.fd); // from here on this thread owns (closes) the descriptor
   } catch (err) {
     closeSync(serve.fd);
-    send({ type: 'failed', message: err instanceof Error ? err.message : String(err) });
+    send({ type: 'failed', message: messageOf(err) });
     return;
   }
   const range = { address: serve.base, length: serve.pages * serve.pageSize, pageSize: serve.pageSize };

@@ -2,7 +2,7 @@
 // and which of those ioctls really work on a scratch page. The mask over-reports (MOVE on shmem is EINVAL,
 // COPY/ZEROPAGE/POISON are listed for WP-only ranges), so each is tried.
 import type { IoctlName } from '../abi.js';
-import { UffdError } from '../errors.js';
+import { ERRNO, UffdError } from '../errors.js';
 import { Mapping } from '../core/mapping.js';
 import { IoctlSet } from '../core/sets.js';
 import { openPreferringFull } from '../core/uffd.js';
@@ -106,7 +106,7 @@ function tryIoctl(name: IoctlName, uffd: Userfaultfd, range: { address: bigint; 
       uffd.writeProtect(range, false);
       return;
     case 'CONTINUE':
-      if (alias === undefined) throw new UffdError(-22, 'ioctl(UFFDIO_CONTINUE)');
+      if (alias === undefined) throw new UffdError(ERRNO.EINVAL, 'ioctl(UFFDIO_CONTINUE)');
       new Uint8Array(alias.view(offset, range.length)).fill(0x3c); // the page cache page CONTINUE maps
       uffd.continue(range);
       return;

@@ -2,8 +2,9 @@
 // the feature bits cannot say: which ioctls each memory type really allows.
 import { release } from 'node:os';
 import type { IoctlName } from '../abi.js';
-import { O_CLOEXEC, O_NONBLOCK, UFFD_API, UFFD_USER_MODE_ONLY } from '../abi.js';
+import { O_CLOEXEC, O_NONBLOCK, UFFD_USER_MODE_ONLY } from '../abi.js';
 import { native } from '../binding.js';
+import type { Route } from '../core/create.js';
 import { accessHint, createRaw } from '../core/create.js';
 import { errnoName } from '../errors.js';
 import { uffdioApi } from '../core/uffdio-api.js';
@@ -37,8 +38,8 @@ export function probe(options?: { fresh?: boolean }): Capabilities {
   return cached;
 }
 
-function tryCreate(path: 'syscall' | 'device', bits: number, label: 'syscall' | 'device' | 'userModeOnly'): { fd: number; access: Access } {
-  const fd = createRaw(path, bits);
+function tryCreate(route: Route, bits: number, label: Route | 'userModeOnly'): { fd: number; access: Access } {
+  const fd = createRaw(route, bits);
   if (fd >= 0) return { fd, access: { ok: true } };
   return { fd: -1, access: { ok: false, code: errnoName(fd), hint: accessHint(label, fd) } };
 }
@@ -65,7 +66,7 @@ function probeNow(): Capabilities {
       return { ...base, available: false, reason: `UFFDIO_API failed: ${errnoName(result.errno)}`, api: 0, features: FeatureSet.EMPTY, ioctls: IoctlSet.fromMask(0n) };
     }
     return {
-      ...base, available: true, api: Number(result.api) === UFFD_API ? UFFD_API : Number(result.api),
+      ...base, available: true, api: Number(result.api),
       features: FeatureSet.fromMask(result.features), ioctls: IoctlSet.fromMask(result.ioctls),
     };
   } finally {

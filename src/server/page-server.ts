@@ -10,7 +10,7 @@ import { memorySource } from '../sources/memory-location.js';
 import type { MemoryLocation } from '../sources/memory-location.js';
 import { Userfaultfd } from '../core/uffd.js';
 import { probe } from '../probe/probe.js';
-import { checkOptionsObject, describe } from '../validate.js';
+import { checkInteger, checkOptionsObject, describe } from '../validate.js';
 import { closeDescriptor } from '../core/descriptor.js';
 import { FdWatcher } from '../core/watch.js';
 import { HandshakeReader } from './firecracker/handshake.js';
@@ -20,6 +20,7 @@ import type { GuestRegion } from './region.js';
 import type { SessionSummary } from './session.js';
 import { UnixListener } from '../core/unix-socket.js';
 import type { UnixConnection } from '../core/unix-socket.js';
+import { messageOf } from '../errors.js';
 
 export interface PageServerOptions {
   /** The Unix socket to listen on (created 0600; a stale socket file left by a dead server is replaced). */
@@ -61,7 +62,7 @@ const OPTIONS = ['socket', 'memory', 'readahead', 'handshakeTimeoutMs', 'maxClie
 
 function positiveInt(value: unknown, name: string, fallback: number, max: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max) throw new RangeError(`${name} must be an integer in [1, ${String(max)}], got ${describe(value)}`);
+  checkInteger(value, name, { min: 1, max });
   return value;
 }
 
@@ -175,7 +176,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
         // Out of descriptors (EMFILE/ENFILE) or memory: the connection stays queued, and a level-triggered
         // watcher would fire again at once. Pause accepting and retry shortly. The timer keeps the loop alive:
         // while paused it is the only handle of the server, and a server must not exit because it is full.
-        if (!this.#acceptFailing) this.#log({ event: 'error', message: `accept failed: ${err instanceof Error ? err.message : String(err)}; retrying every ${String(ACCEPT_RETRY_MS)} ms` });
+        if (!this.#acceptFailing) this.#log({ event: 'error', message: `accept failed: ${messageOf(err)}; retrying every ${String(ACCEPT_RETRY_MS)} ms` });
         this.#acceptFailing = true;
         this.#watcher.stop();
         this.#acceptRetry = setTimeout(() => {
@@ -249,7 +250,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
       uffd = Userfaultfd.fromFd(fd);
     } catch (err) {
       closeDescriptor(fd);
-      refuse(`the descriptor sent is not a usable userfaultfd: ${err instanceof Error ? err.message : String(err)}`);
+      refuse(`the descriptor sent is not a usable userfaultfd: ${messageOf(err)}`);
       return;
     }
     let pidfd: number;
@@ -273,7 +274,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
       // Regions no process could have (beyond 2^53): nothing to serve.
       uffd.close();
       closeDescriptor(pidfd);
-      refuse(`its regions cannot be served: ${err instanceof Error ? err.message : String(err)}`);
+      refuse(`its regions cannot be served: ${messageOf(err)}`);
       return;
     }
     // The client's liveness is its process, not the socket: Firecracker before 1.12 closes the socket
@@ -307,7 +308,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
       try {
         writeFileSync(this.#o.record, `${client.recorded.join('\n')}\n`);
       } catch (err) {
-        this.#log({ event: 'error', message: `cannot write the working set to ${this.#o.record}: ${err instanceof Error ? err.message : String(err)}` });
+        this.#log({ event: 'error', message: `cannot write the working set to ${this.#o.record}: ${messageOf(err)}` });
       }
     }
     this.#log({ event: 'gone', id: client.id, pid: client.pid, reason, summary, pagesTotal: client.session.pagesTotal });

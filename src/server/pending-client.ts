@@ -4,6 +4,7 @@
 import { closeDescriptor } from '../core/descriptor.js';
 import { FdWatcher } from '../core/watch.js';
 import type { UnixConnection } from '../core/unix-socket.js';
+import { messageOf } from '../errors.js';
 
 export interface HandshakeParser {
   /** 'complete' once the body is whole; throws (a HandshakeError) on bad input. */
@@ -57,7 +58,7 @@ export class PendingClient {
         }
       }
     } catch (err) {
-      this.#fail(err instanceof Error ? err.message : String(err));
+      this.#fail(messageOf(err));
     }
   }
 
@@ -70,7 +71,7 @@ export class PendingClient {
         if (r.kind === 'data') this.#parser.push(r.data);
       }
     } catch (err) {
-      this.#fail(err instanceof Error ? err.message : String(err));
+      this.#fail(messageOf(err));
       return;
     }
     this.#finish({ ok: true, fds: [...this.#fds] });

@@ -3,7 +3,7 @@
 // applied before they are served); EAGAIN means an event is pending, so the fault is deferred and retried
 // after the events are read (no new message will come for it); ESRCH means the client's memory is gone.
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { UffdError } from '../errors.js';
+import { isEagain, messageOf, UffdError } from '../errors.js';
 import { PageFiller } from '../fill/page-filler.js';
 import type { Maybe } from '../fill/page-filler.js';
 import { SharedStats } from '../fill/stats.js';
@@ -98,7 +98,7 @@ export class ClientSession {
           break;
         } catch (err) {
           // EAGAIN: an event (a balloon REMOVE) is pending; the drain loop reads it, then this page is retried.
-          if (!(err instanceof UffdError && err.code === 'EAGAIN')) {
+          if (!isEagain(err)) {
             this.#handleError(err);
             return;
           }
@@ -255,7 +255,7 @@ export class ClientSession {
   }
 
   #classify(err: unknown): Outcome {
-    if (err instanceof UffdError && err.code === 'EAGAIN') return 'deferred';
+    if (isEagain(err)) return 'deferred';
     this.#handleError(err);
     return 'gone';
   }
@@ -271,7 +271,7 @@ export class ClientSession {
   /** ESRCH (the client's memory is gone) and everything unexpected end the session; true when it ended. */
   #handleError(err: unknown): boolean {
     if (err instanceof UffdError && err.code === 'ESRCH') this.#gone('its memory is gone (ESRCH)');
-    else this.#gone(`serving failed: ${err instanceof Error ? err.message : String(err)}`);
+    else this.#gone(`serving failed: ${messageOf(err)}`);
     return true;
   }
 

@@ -9,7 +9,7 @@ import { closeSync, readSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Mapping } from '../core/mapping.js';
 import { addressOfBytes } from '../core/fill-ioctls.js';
-import { describe as describeValue } from '../validate.js';
+import { checkInteger, checkOneOf, describe as describeValue } from '../validate.js';
 import { openSourceFile } from './source-error.js';
 import type { RemoteSpec } from './http-source.js';
 import { sourceMemory } from './page-source.js';
@@ -34,7 +34,7 @@ export type SourceSpec =
 export function fileSource(path: string, options?: { access?: 'pread' | 'mmap' }): SourceSpec {
   if (typeof path !== 'string' || path.length === 0) throw new TypeError(`path must be a non-empty string, got ${describeValue(path)}`);
   const access = options?.access ?? 'mmap';
-  if (access !== 'pread' && access !== 'mmap') throw new TypeError(`access must be 'pread' or 'mmap', got ${describeValue(access)}`);
+  checkOneOf(access, 'access', ['pread', 'mmap']);
   return { kind: 'file', path, access };
 }
 
@@ -54,7 +54,7 @@ export function bufferSource(data: ArrayBufferView | ArrayBuffer | SharedArrayBu
 
 /** `length` zero bytes. */
 export function zeroSource(length: number): SourceSpec {
-  if (!Number.isSafeInteger(length) || length <= 0) throw new RangeError(`length must be a positive integer, got ${describeValue(length)}`);
+  checkInteger(length, 'length', { min: 1 });
   return { kind: 'zero', length };
 }
 

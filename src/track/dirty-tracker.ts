@@ -3,7 +3,7 @@
 // the record in the page tables) and 'sync' (WP faults resolved by a worker thread that records them).
 import type { Mapping } from '../core/mapping.js';
 import { Userfaultfd } from '../core/uffd.js';
-import { UffdError, UnsupportedFeatureError } from '../errors.js';
+import { UffdError, UnsupportedFeatureError, withCode } from '../errors.js';
 import { probe } from '../probe/probe.js';
 import type { Range } from '../validate.js';
 import { checkBoolean, checkOptionsObject, describe } from '../validate.js';
@@ -104,7 +104,7 @@ export class DirtyTracker {
   collect(options?: { reset?: boolean }): CollectResult {
     const o = checkOptionsObject(options, 'collect options', ['reset']);
     const reset = checkBoolean(o.reset, 'reset') ?? true;
-    if (this.#closed) throw Object.assign(new TypeError('the tracker is closed'), { code: 'ERR_UFFD_CLOSED' });
+    if (this.#closed) throw withCode(new TypeError('the tracker is closed'), 'ERR_UFFD_CLOSED');
     const runs = this.#impl.collect(reset);
     return { ranges: runs.ranges, pages: runs.pages };
   }
