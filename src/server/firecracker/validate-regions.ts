@@ -5,6 +5,7 @@
 import { HandshakeError } from './errors.js';
 import { U64_END } from '../../abi.js';
 import type { GuestRegion } from '../region.js';
+import { checkInteger } from '../../validate.js';
 
 export const PAGE_SIZES: readonly number[] = [4096, 2 * 1024 * 1024];
 export const DEFAULT_MAX_REGIONS = 1024;
@@ -17,9 +18,7 @@ export interface ValidateOptions {
 }
 
 export function checkRegionCount(count: number, maxRegions = DEFAULT_MAX_REGIONS): void {
-  if (!Number.isSafeInteger(maxRegions) || maxRegions < 1) {
-    throw new RangeError(`maxRegions must be a positive integer, got ${String(maxRegions)}`);
-  }
+  checkInteger(maxRegions, 'maxRegions', { min: 1 });
   if (count === 0) throw new HandshakeError('invalid-layout', 'the handshake has no regions');
   if (count > maxRegions) {
     throw new HandshakeError('invalid-layout', `the handshake has ${count} regions, more than the limit of ${maxRegions}`);
@@ -29,9 +28,7 @@ export function checkRegionCount(count: number, maxRegions = DEFAULT_MAX_REGIONS
 /** Throws HandshakeError ('invalid-layout') naming the first region that breaks a rule. */
 export function validateRegions(regions: readonly GuestRegion[], options: ValidateOptions): void {
   const { memoryFileSize } = options;
-  if (!Number.isSafeInteger(memoryFileSize) || memoryFileSize < 0) {
-    throw new RangeError(`memoryFileSize must be a non-negative integer, got ${String(memoryFileSize)}`);
-  }
+  checkInteger(memoryFileSize, 'memoryFileSize', { min: 0 });
   checkRegionCount(regions.length, options.maxRegions);
   const first = regions[0];
   if (first === undefined) return;
