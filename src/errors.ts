@@ -91,12 +91,16 @@ export const ERROR_CODES = Object.freeze({
    * that could not be opened by the resolver worker.
    */
   ERR_UFFD_SOURCE: 'the page source failed',
+  /** A remote (HTTP, object store) source failed: RemoteSourceError, with .url, .status and .retryable. */
+  ERR_UFFD_REMOTE: 'the remote source failed',
   /** A file source is empty (0 bytes): SourceOpenError, at open. */
   ERR_UFFD_SOURCE_EMPTY: 'the source file is empty',
   /** A file source is not a regular file (a directory, a device): SourceOpenError, at open. */
   ERR_UFFD_SOURCE_NOT_FILE: 'the source is not a regular file',
   /** LazyMemory's resolver failed and stopped (fail-stop): an 'error' event; later faults get SIGBUS or wait. */
   ERR_UFFD_RESOLVER: 'the fault resolver failed',
+  /** transfer() of an ArrayBuffer that is a Mapping's memory (it cannot move; copy it with slice()). A TypeError. */
+  ERR_UFFD_UNTRANSFERABLE: 'mapped memory cannot be transferred',
   /** The native binding was called wrongly, or Node-API failed inside it (a bug, or out of memory). */
   ERR_UFFD_BINDING: 'the native binding failed',
   /** The `uffd` command failed for a reason it explains (its JSON failure report, exit code 1). */
