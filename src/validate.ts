@@ -69,15 +69,18 @@ export function checkRange(range: unknown, name = 'range'): { address: bigint; l
   return { address, length, pageSize };
 }
 
-/** Asserts `value` is a safe integer in [min, max] (both default to the safe-integer range). */
-export function checkInteger(value: unknown, name: string, bounds: { min?: number; max?: number } = {}): asserts value is number {
+/**
+ * Asserts `value` is a safe integer in [min, max] (both default to the safe-integer range). A RangeError
+ * otherwise, or `error` where the API has always said TypeError (a descriptor that is not one).
+ */
+export function checkInteger(value: unknown, name: string, bounds: { min?: number; max?: number; error?: typeof RangeError | typeof TypeError } = {}): asserts value is number {
   const min = bounds.min ?? Number.MIN_SAFE_INTEGER;
   const max = bounds.max ?? Number.MAX_SAFE_INTEGER;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
     const range = max === Number.MAX_SAFE_INTEGER
       ? (min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer of at least ${String(min)}`)
       : `an integer in [${String(min)}, ${String(max)}]`;
-    throw new RangeError(`${name} must be ${range}, got ${describe(value)}`);
+    throw new (bounds.error ?? RangeError)(`${name} must be ${range}, got ${describe(value)}`);
   }
 }
 

@@ -147,7 +147,7 @@ export class Userfaultfd {
    * Sets O_NONBLOCK (a fork event's fd keeps the creator's flags, and poll on a blocking uffd is POLLERR).
    */
   static fromFd(fd: number, options?: { features?: FeatureName[] }): Userfaultfd {
-    checkInteger(fd, 'fd', { min: 0 });
+    checkInteger(fd, 'fd', { min: 0, error: TypeError });
     const opts = checkOptionsObject(options, 'Userfaultfd.fromFd options', ['features']);
     const given = opts.features === undefined ? undefined : checkFeatureNames(opts.features, 'features');
     let target: string;
