@@ -28,17 +28,32 @@ bool arg_i32(napi_env env, napi_value v, int32_t *out);
 bool arg_i64(napi_env env, napi_value v, int64_t *out);
 bool arg_u64(napi_env env, napi_value v, uint64_t *out);   /* BigInt */
 bool arg_bytes(napi_env env, napi_value v, void **data, size_t *len); /* TypedArray, DataView or ArrayBuffer */
+/* A string copied whole into buf (size bytes with its NUL), never cut: false with an exception pending when
+ * `v` is not a string; else *err is 0, -ENAMETOOLONG when it does not fit, or -EINVAL when it holds a NUL
+ * byte (C would see a shorter string than the caller meant). */
+bool arg_cstring(napi_env env, napi_value v, char *buf, size_t size, int *err);
+/* A native handle: an external tagged with `tag` when it was made, so a handle of another kind (a watcher
+ * where a region is expected) or any other value throws a TypeError instead of being used as the wrong
+ * struct. */
+bool arg_handle(napi_env env, napi_value v, const napi_type_tag *tag, const char *what, void **out);
+/* The make_* helpers return NULL with an exception pending when Node-API fails (a caller returning it hands
+ * the exception to JavaScript; one passing it on to another napi call gets napi_invalid_arg). */
 napi_value make_i32(napi_env env, int32_t v);
 napi_value make_i64(napi_env env, int64_t v);
 napi_value make_u64(napi_env env, uint64_t v);              /* BigInt */
 napi_value make_neg_errno(napi_env env, int err);
 
-void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
-void register_fd(napi_env env, napi_value exports);
-void register_memory(napi_env env, napi_value exports);
-void register_poll(napi_env env, napi_value exports);
-void register_process(napi_env env, napi_value exports);
-void register_socket(napi_env env, napi_value exports);
-void register_uffd(napi_env env, napi_value exports);
+typedef struct {
+  const char *name;
+  napi_callback cb;
+} export_entry;
+#define EXPORTS(table) export_fns(env, exports, table, sizeof table / sizeof table[0])
+napi_status export_fns(napi_env env, napi_value exports, const export_entry *table, size_t count);
+napi_status register_fd(napi_env env, napi_value exports);
+napi_status register_memory(napi_env env, napi_value exports);
+napi_status register_poll(napi_env env, napi_value exports);
+napi_status register_process(napi_env env, napi_value exports);
+napi_status register_socket(napi_env env, napi_value exports);
+napi_status register_uffd(napi_env env, napi_value exports);
 
 #endif

@@ -79,21 +79,52 @@ bool arg_bytes(napi_env env, napi_value v, void **data, size_t *len) {
   return false;
 }
 
+bool arg_cstring(napi_env env, napi_value v, char *buf, size_t size, int *err) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
+    throw_usage(env, "userfaultfd binding: expected a string");
+    return false;
+  }
+  *err = 0;
+  if (len >= size) {
+    *err = -ENAMETOOLONG;
+    return true;
+  }
+  size_t copied = 0;
+  if (napi_get_value_string_utf8(env, v, buf, size, &copied) != napi_ok) {
+    throw_status(env);
+    return false;
+  }
+  if (copied != len || strlen(buf) != len) *err = -EINVAL;
+  return true;
+}
+
+bool arg_handle(napi_env env, napi_value v, const napi_type_tag *tag, const char *what, void **out) {
+  napi_valuetype type;
+  bool tagged = false;
+  if (napi_typeof(env, v, &type) == napi_ok && type == napi_external &&
+      napi_check_object_type_tag(env, v, tag, &tagged) == napi_ok && tagged &&
+      napi_get_value_external(env, v, out) == napi_ok)
+    return true;
+  throw_usage(env, what);
+  return false;
+}
+
 napi_value make_i32(napi_env env, int32_t v) {
   napi_value out = NULL;
-  napi_create_int32(env, v, &out);
+  if (napi_create_int32(env, v, &out) != napi_ok) return throw_status(env);
   return out;
 }
 
 napi_value make_i64(napi_env env, int64_t v) {
   napi_value out = NULL;
-  napi_create_int64(env, v, &out);
+  if (napi_create_int64(env, v, &out) != napi_ok) return throw_status(env);
   return out;
 }
 
 napi_value make_u64(napi_env env, uint64_t v) {
   napi_value out = NULL;
-  napi_create_bigint_uint64(env, v, &out);
+  if (napi_create_bigint_uint64(env, v, &out) != napi_ok) return throw_status(env);
   return out;
 }
 

@@ -64,11 +64,14 @@ static napi_value poll_now(napi_env env, napi_callback_info info) {
   return result(env, rc < 0 ? rc : p.revents);
 }
 
-void register_fd(napi_env env, napi_value exports) {
-  export_fn(env, exports, "pollNow", poll_now);
-  export_fn(env, exports, "setNonBlocking", set_nonblocking);
-  export_fn(env, exports, "getStatusFlags", get_status_flags);
-  export_fn(env, exports, "getFdFlags", get_fd_flags);
-  export_fn(env, exports, "dupCloexec", dup_cloexec);
-  export_fn(env, exports, "close", close_fd);
+napi_status register_fd(napi_env env, napi_value exports) {
+  static const export_entry table[] = {
+      {"pollNow", poll_now},
+      {"setNonBlocking", set_nonblocking},
+      {"getStatusFlags", get_status_flags},
+      {"getFdFlags", get_fd_flags},
+      {"dupCloexec", dup_cloexec},
+      {"close", close_fd},
+  };
+  return EXPORTS(table);
 }

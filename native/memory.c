@@ -29,14 +29,11 @@ static void region_unref(region *r) {
 static void region_finalize(napi_env env, void *data, void *hint) { region_unref(data); }
 static void buffer_finalize(napi_env env, void *data, void *hint) { region_unref(hint); }
 
+/* Marks the externals that name a region: anything else (a watcher handle) is refused, never munmapped. */
+static const napi_type_tag REGION_TAG = {0x3e6a9d0c51f24b87ULL, 0xc7b21f48e90d3a65ULL};
+
 static bool arg_region(napi_env env, napi_value v, region **out) {
-  napi_valuetype type;
-  if (napi_typeof(env, v, &type) != napi_ok || type != napi_external ||
-      napi_get_value_external(env, v, (void **)out) != napi_ok) {
-    throw_usage(env, "userfaultfd binding: expected a region handle");
-    return false;
-  }
-  return true;
+  return arg_handle(env, v, &REGION_TAG, "userfaultfd binding: expected a region handle", (void **)out);
 }
 
 /* mmap(length, prot, flags, fd, offset) -> region handle, or -errno */
@@ -62,6 +59,8 @@ static napi_value mem_mmap(napi_env env, napi_callback_info info) {
     region_unref(r);
     return throw_status(env);
   }
+  /* Untagged, the handle is refused by every function; its finalizer still unmaps the region. */
+  if (napi_type_tag_object(env, handle, &REGION_TAG) != napi_ok) return throw_status(env);
   return handle;
 }
 
@@ -141,11 +140,12 @@ static napi_value mem_mprotect(napi_env env, napi_callback_info info) {
 /* memfdCreate(name, flags) -> fd or -errno */
 static napi_value mem_memfd_create(napi_env env, napi_callback_info info) {
   napi_value argv[2];
-  char name[250];
-  size_t name_len;
+  char name[250]; /* the kernel's limit: 249 bytes and the NUL */
+  int err;
   int32_t flags;
-  if (!get_args(env, info, 2, argv) || !arg_i32(env, argv[1], &flags)) return NULL;
-  NAPI_OK(napi_get_value_string_utf8(env, argv[0], name, sizeof name, &name_len));
+  if (!get_args(env, info, 2, argv) || !arg_i32(env, argv[1], &flags) || !arg_cstring(env, argv[0], name, sizeof name, &err))
+    return NULL;
+  if (err != 0) return make_i32(env, err);
   int fd = memfd_create(name, (unsigned)flags);
   return fd < 0 ? make_neg_errno(env, errno) : make_i32(env, fd);
 }
@@ -174,16 +174,19 @@ static napi_value mem_page_size(napi_env env, napi_callback_info info) {
   return make_i64(env, sysconf(_SC_PAGESIZE));
 }
 
-void register_memory(napi_env env, napi_value exports) {
-  export_fn(env, exports, "mmap", mem_mmap);
-  export_fn(env, exports, "regionAddress", mem_region_address);
-  export_fn(env, exports, "regionBuffer", mem_region_buffer);
-  export_fn(env, exports, "regionSeal", mem_region_seal);
-  export_fn(env, exports, "detach", mem_detach);
-  export_fn(env, exports, "madvise", mem_madvise);
-  export_fn(env, exports, "mprotect", mem_mprotect);
-  export_fn(env, exports, "memfdCreate", mem_memfd_create);
-  export_fn(env, exports, "addressOf", mem_address_of);
-  export_fn(env, exports, "byteLengthOf", mem_byte_length_of);
-  export_fn(env, exports, "pageSize", mem_page_size);
+napi_status register_memory(napi_env env, napi_value exports) {
+  static const export_entry table[] = {
+      {"mmap", mem_mmap},
+      {"regionAddress", mem_region_address},
+      {"regionBuffer", mem_region_buffer},
+      {"regionSeal", mem_region_seal},
+      {"detach", mem_detach},
+      {"madvise", mem_madvise},
+      {"mprotect", mem_mprotect},
+      {"memfdCreate", mem_memfd_create},
+      {"addressOf", mem_address_of},
+      {"byteLengthOf", mem_byte_length_of},
+      {"pageSize", mem_page_size},
+  };
+  return EXPORTS(table);
 }

@@ -4,6 +4,7 @@
  * The hook is removed only in the close callback: until then the env (and its instance data) stays. */
 #include "addon.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <uv.h>
 
@@ -68,14 +69,11 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   napi_close_handle_scope(env, scope);
 }
 
+/* Marks the externals that name a watcher (a random 128-bit value: no other addon's handle carries it). */
+static const napi_type_tag WATCHER_TAG = {0x8d1f3c2a6b7e4d90ULL, 0xa35c0e91f2b84c17ULL};
+
 static bool arg_watcher(napi_env env, napi_value v, watcher **out) {
-  napi_valuetype type;
-  if (napi_typeof(env, v, &type) != napi_ok || type != napi_external ||
-      napi_get_value_external(env, v, (void **)out) != napi_ok) {
-    throw_usage(env, "userfaultfd binding: expected a watcher handle");
-    return false;
-  }
-  return true;
+  return arg_handle(env, v, &WATCHER_TAG, "userfaultfd binding: expected a watcher handle", (void **)out);
 }
 
 /* pollStart(fd, events, callback(status, events)) -> watcher handle, or -errno (uv error) */
@@ -85,8 +83,10 @@ static napi_value poll_start(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 3, argv) || !arg_i32(env, argv[0], &fd) || !arg_i32(env, argv[1], &events)) return NULL;
   uv_loop_t *loop;
   NAPI_OK(napi_get_uv_event_loop(env, &loop));
+  addon_state *st = addon_get_state(env);
+  if (st == NULL) return throw_usage(env, "userfaultfd binding: no instance data for this environment");
   watcher *w = calloc(1, sizeof *w);
-  if (w == NULL) return throw_usage(env, "userfaultfd binding: out of memory");
+  if (w == NULL) return make_neg_errno(env, ENOMEM);
   int rc = uv_poll_init(loop, &w->handle, fd);
   if (rc < 0) {
     free(w);
@@ -95,7 +95,7 @@ static napi_value poll_start(napi_env env, napi_callback_info info) {
   w->handle.data = w;
   w->env = env;
   w->events = events;
-  addon_get_state(env)->live_watchers++;
+  st->live_watchers++;
   napi_value resource, name, handle;
   if (napi_create_object(env, &resource) != napi_ok ||
       napi_create_string_utf8(env, "UffdWatcher", NAPI_AUTO_LENGTH, &name) != napi_ok ||
@@ -111,6 +111,10 @@ static napi_value poll_start(napi_env env, napi_callback_info info) {
     return throw_usage(env, "userfaultfd binding: cannot create a watcher");
   }
   w->handle_alive = true;
+  if (napi_type_tag_object(env, handle, &WATCHER_TAG) != napi_ok) {
+    watcher_close(w); /* the handle's finalizer frees it */
+    return throw_status(env);
+  }
   rc = uv_poll_start(&w->handle, events, on_poll);
   if (rc < 0) {
     watcher_close(w);
@@ -157,15 +161,18 @@ static napi_value poll_ref(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-void register_poll(napi_env env, napi_value exports) {
-  export_fn(env, exports, "pollStart", poll_start);
-  export_fn(env, exports, "pollStop", poll_stop);
-  export_fn(env, exports, "pollRef", poll_ref);
-  export_fn(env, exports, "pollPause", poll_pause);
-  export_fn(env, exports, "pollResume", poll_resume);
-  napi_value v;
-  if (napi_create_object(env, &v) != napi_ok) return;
-  napi_set_named_property(env, v, "READABLE", make_i32(env, UV_READABLE));
-  napi_set_named_property(env, v, "DISCONNECT", make_i32(env, UV_DISCONNECT));
-  napi_set_named_property(env, exports, "pollEvents", v);
+napi_status register_poll(napi_env env, napi_value exports) {
+  static const export_entry table[] = {
+      {"pollStart", poll_start}, {"pollStop", poll_stop}, {"pollRef", poll_ref},
+      {"pollPause", poll_pause}, {"pollResume", poll_resume},
+  };
+  napi_status st = EXPORTS(table);
+  napi_value events, readable, disconnect;
+  if (st == napi_ok) st = napi_create_object(env, &events);
+  if (st == napi_ok) st = napi_create_int32(env, UV_READABLE, &readable);
+  if (st == napi_ok) st = napi_create_int32(env, UV_DISCONNECT, &disconnect);
+  if (st == napi_ok) st = napi_set_named_property(env, events, "READABLE", readable);
+  if (st == napi_ok) st = napi_set_named_property(env, events, "DISCONNECT", disconnect);
+  if (st == napi_ok) st = napi_set_named_property(env, exports, "pollEvents", events);
+  return st;
 }

@@ -31,7 +31,10 @@ static napi_value pidfd_getfd(napi_env env, napi_callback_info info) {
   return fd < 0 ? make_neg_errno(env, errno) : make_i32(env, (int32_t)fd);
 }
 
-void register_process(napi_env env, napi_value exports) {
-  export_fn(env, exports, "pidfdOpen", pidfd_open);
-  export_fn(env, exports, "pidfdGetfd", pidfd_getfd);
+napi_status register_process(napi_env env, napi_value exports) {
+  static const export_entry table[] = {
+      {"pidfdOpen", pidfd_open},
+      {"pidfdGetfd", pidfd_getfd},
+  };
+  return EXPORTS(table);
 }

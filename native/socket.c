@@ -16,15 +16,13 @@
 
 #define MAX_FDS 16
 
-static bool arg_path(napi_env env, napi_value v, struct sockaddr_un *addr, socklen_t *len) {
-  size_t n = 0;
+/* A socket path whole (at most 107 bytes, no NUL) or *err: a cut path would name another socket (the
+ * prefix), and a NUL would bind the prefix. */
+static bool arg_path(napi_env env, napi_value v, struct sockaddr_un *addr, socklen_t *len, int *err) {
   memset(addr, 0, sizeof *addr);
   addr->sun_family = AF_UNIX;
-  if (napi_get_value_string_utf8(env, v, addr->sun_path, sizeof addr->sun_path, &n) != napi_ok) {
-    throw_usage(env, "userfaultfd binding: expected a socket path");
-    return false;
-  }
-  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+  if (!arg_cstring(env, v, addr->sun_path, sizeof addr->sun_path, err)) return false;
+  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(addr->sun_path) + 1);
   return true;
 }
 
@@ -35,14 +33,22 @@ static napi_value unix_listen(napi_env env, napi_callback_info info) {
   struct sockaddr_un addr;
   socklen_t len;
   int32_t backlog, mode;
-  if (!get_args(env, info, 3, argv) || !arg_path(env, argv[0], &addr, &len) || !arg_i32(env, argv[1], &backlog) ||
+  int err;
+  if (!get_args(env, info, 3, argv) || !arg_path(env, argv[0], &addr, &len, &err) || !arg_i32(env, argv[1], &backlog) ||
       !arg_i32(env, argv[2], &mode))
     return NULL;
+  if (err != 0) return make_i32(env, err);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return make_neg_errno(env, errno);
-  if (bind(fd, (struct sockaddr *)&addr, len) < 0 || chmod(addr.sun_path, (mode_t)mode) < 0 || listen(fd, backlog) < 0) {
+  if (bind(fd, (struct sockaddr *)&addr, len) < 0) {
     int saved = errno;
     close(fd);
+    return make_neg_errno(env, saved);
+  }
+  if (chmod(addr.sun_path, (mode_t)mode) < 0 || listen(fd, backlog) < 0) {
+    int saved = errno;
+    close(fd);
+    unlink(addr.sun_path); /* bind made the file: nobody will listen on it */
     return make_neg_errno(env, saved);
   }
   return make_i32(env, fd);
@@ -53,7 +59,9 @@ static napi_value unix_connect(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   struct sockaddr_un addr;
   socklen_t len;
-  if (!get_args(env, info, 1, argv) || !arg_path(env, argv[0], &addr, &len)) return NULL;
+  int err;
+  if (!get_args(env, info, 1, argv) || !arg_path(env, argv[0], &addr, &len, &err)) return NULL;
+  if (err != 0) return make_i32(env, err);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return make_neg_errno(env, errno);
   if (connect(fd, (struct sockaddr *)&addr, len) < 0) {
@@ -84,6 +92,19 @@ static napi_value unix_accept(napi_env env, napi_callback_info info) {
   return conn < 0 ? make_neg_errno(env, errno) : make_i32(env, conn);
 }
 
+/* { bytes, fds, truncated }, or NULL with an exception pending. */
+static napi_value recv_result(napi_env env, ssize_t bytes, const int *fds, uint32_t count, bool cut) {
+  napi_value out, list, truncated;
+  NAPI_OK(napi_create_object(env, &out));
+  NAPI_OK(napi_create_array_with_length(env, count, &list));
+  for (uint32_t i = 0; i < count; i++) NAPI_OK(napi_set_element(env, list, i, make_i32(env, fds[i])));
+  NAPI_OK(napi_get_boolean(env, cut, &truncated));
+  NAPI_OK(napi_set_named_property(env, out, "bytes", make_i64(env, bytes)));
+  NAPI_OK(napi_set_named_property(env, out, "fds", list));
+  NAPI_OK(napi_set_named_property(env, out, "truncated", truncated));
+  return out;
+}
+
 /* recvWithFds(fd, buffer) -> { bytes, fds: number[], truncated } or -errno.
  * Received fds are close-on-exec; `truncated` reports control data the kernel cut (MSG_CTRUNC): those fds
  * were closed by the kernel and the message must be refused. */
@@ -101,24 +122,22 @@ static napi_value recv_with_fds(napi_env env, napi_callback_info info) {
   struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
   ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
   if (n < 0) return make_neg_errno(env, errno);
-  napi_value out, fds;
-  NAPI_OK(napi_create_object(env, &out));
-  NAPI_OK(napi_create_array(env, &fds));
+  /* The descriptors are in this process now: collected first, and closed if the result cannot be built. */
+  int received[MAX_FDS];
   uint32_t count = 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     for (size_t i = 0; i < k; i++) {
-      int received;
-      memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof received);
-      NAPI_OK(napi_set_element(env, fds, count++, make_i32(env, received)));
+      int one;
+      memcpy(&one, CMSG_DATA(c) + i * sizeof(int), sizeof one);
+      if (count < MAX_FDS) received[count++] = one;
+      else close(one); /* cannot happen with a control buffer of MAX_FDS; never leaked if it does */
     }
   }
-  napi_value truncated;
-  NAPI_OK(napi_get_boolean(env, (msg.msg_flags & MSG_CTRUNC) != 0, &truncated));
-  NAPI_OK(napi_set_named_property(env, out, "bytes", make_i64(env, n)));
-  NAPI_OK(napi_set_named_property(env, out, "fds", fds));
-  NAPI_OK(napi_set_named_property(env, out, "truncated", truncated));
+  napi_value out = recv_result(env, n, received, count, (msg.msg_flags & MSG_CTRUNC) != 0);
+  if (out == NULL)
+    for (uint32_t i = 0; i < count; i++) close(received[i]);
   return out;
 }
 
@@ -185,13 +204,16 @@ static napi_value peer_pidfd(napi_env env, napi_callback_info info) {
   return make_i32(env, pidfd);
 }
 
-void register_socket(napi_env env, napi_value exports) {
-  export_fn(env, exports, "unixListen", unix_listen);
-  export_fn(env, exports, "unixConnect", unix_connect);
-  export_fn(env, exports, "socketPair", socket_pair);
-  export_fn(env, exports, "accept", unix_accept);
-  export_fn(env, exports, "recvWithFds", recv_with_fds);
-  export_fn(env, exports, "sendWithFds", send_with_fds);
-  export_fn(env, exports, "peerCredentials", peer_credentials);
-  export_fn(env, exports, "peerPidfd", peer_pidfd);
+napi_status register_socket(napi_env env, napi_value exports) {
+  static const export_entry table[] = {
+      {"unixListen", unix_listen},
+      {"unixConnect", unix_connect},
+      {"socketPair", socket_pair},
+      {"accept", unix_accept},
+      {"recvWithFds", recv_with_fds},
+      {"sendWithFds", send_with_fds},
+      {"peerCredentials", peer_credentials},
+      {"peerPidfd", peer_pidfd},
+  };
+  return EXPORTS(table);
 }

@@ -28,10 +28,11 @@ static napi_value uffd_syscall(napi_env env, napi_callback_info info) {
 static napi_value uffd_open_device(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   char path[256];
-  size_t path_len = 0;
+  int err;
   int32_t flags;
-  if (!get_args(env, info, 2, argv) || !arg_i32(env, argv[1], &flags)) return NULL;
-  NAPI_OK(napi_get_value_string_utf8(env, argv[0], path, sizeof path, &path_len));
+  if (!get_args(env, info, 2, argv) || !arg_i32(env, argv[1], &flags) || !arg_cstring(env, argv[0], path, sizeof path, &err))
+    return NULL;
+  if (err != 0) return make_i32(env, err);
   int dev = open(path, O_RDWR | O_CLOEXEC);
   if (dev < 0) return make_neg_errno(env, errno);
   int fd = ioctl(dev, USERFAULTFD_IOC_NEW, (unsigned long)flags);
@@ -68,9 +69,12 @@ static napi_value fd_read(napi_env env, napi_callback_info info) {
   return n < 0 ? make_neg_errno(env, errno) : make_i64(env, n);
 }
 
-void register_uffd(napi_env env, napi_value exports) {
-  export_fn(env, exports, "userfaultfd", uffd_syscall);
-  export_fn(env, exports, "openDevice", uffd_open_device);
-  export_fn(env, exports, "ioctl", uffd_ioctl);
-  export_fn(env, exports, "read", fd_read);
+napi_status register_uffd(napi_env env, napi_value exports) {
+  static const export_entry table[] = {
+      {"userfaultfd", uffd_syscall},
+      {"openDevice", uffd_open_device},
+      {"ioctl", uffd_ioctl},
+      {"read", fd_read},
+  };
+  return EXPORTS(table);
 }

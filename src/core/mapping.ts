@@ -98,8 +98,8 @@ export class Mapping {
     const hugetlb = checkBoolean(opts.hugetlb, 'hugetlb') ?? false;
     const isPrivate = checkBoolean(opts.private, 'private') ?? false;
     const name = opts.name ?? 'userfaultfd';
-    if (typeof name !== 'string' || name.length > 249 || name.includes('\0')) {
-      throw new TypeError(`name must be a string of at most 249 characters without NUL, got ${describe(name)}`);
+    if (typeof name !== 'string' || Buffer.byteLength(name) > 249 || name.includes('\0')) {
+      throw new TypeError(`name must be a string of at most 249 bytes without NUL, got ${describe(name)}`);
     }
     checkMapLength(length);
     const pageSize = hugetlb ? requireHugePages() : PAGE_SIZE;

@@ -27,7 +27,7 @@ export class UnixConnection {
 
   /** Connects to a listening socket. */
   static connect(path: string): UnixConnection {
-    if (typeof path !== 'string' || path.length === 0) throw new TypeError(`path must be a non-empty string, got ${describe(path)}`);
+    checkSocketPath(path);
     return new UnixConnection(check(native.unixConnect(path), `connect(${path})`));
   }
 
@@ -132,9 +132,7 @@ export class UnixListener {
    * is an EADDRINUSE error; any other file at the path is never touched.
    */
   static listen(path: string, options?: { mode?: number; backlog?: number }): UnixListener {
-    if (typeof path !== 'string' || path.length === 0 || Buffer.byteLength(path) > 107) {
-      throw new TypeError(`socket path must be a non-empty string of at most 107 bytes, got ${describe(path)}`);
-    }
+    checkSocketPath(path);
     const mode = options?.mode ?? 0o600;
     const backlog = options?.backlog ?? 128;
     let fd = native.unixListen(path, backlog, mode);
@@ -167,6 +165,19 @@ export class UnixListener {
     } catch {
       // already gone
     }
+  }
+}
+
+/** The kernel's sun_path holds 108 bytes with the NUL. */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+/**
+ * A path the kernel will use whole: a longer one would be cut to a prefix naming another socket, and one
+ * with a NUL would bind or reach the part before it.
+ */
+function checkSocketPath(path: unknown): asserts path is string {
+  if (typeof path !== 'string' || path.length === 0 || path.includes('\0') || Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
+    throw new TypeError(`socket path must be a non-empty string of at most ${String(MAX_SOCKET_PATH_BYTES)} bytes without NUL, got ${describe(path)}`);
   }
 }
 
