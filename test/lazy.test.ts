@@ -85,7 +85,7 @@ for (const [name, source] of sources) {
   }
 }
 
-test('zero source', async () => {
+test('a zero source serves every page as zeros', async () => {
   await withLazy({ source: zeroSource(5 * 4096) }, (lazy) => {
     assert.ok(new Uint8Array(lazy.buffer).every((b) => b === 0));
     assert.equal(lazy.stats().pagesServed, 5);

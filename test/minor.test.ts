@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import { probe, Userfaultfd } from '../src/index.js';
 import { ScratchFile, serve } from './support/faulter.js';
 import { MEMORY_TYPES, needs } from './support/memory-types.js';
+import { pattern } from './support/support.js';
 
-const pattern = (seed: number, length: number): Uint8Array => Uint8Array.from({ length }, (_, i) => (seed ^ i) & 0xff);
 
 // UFFDIO_CONTINUE_MODE_WP came in 6.4 without a feature bit of its own (before it, the mode is EINVAL).
 // WP_UNPOPULATED came in the same release: the kernel selftest uses it as the stand-in, and so do we.

@@ -10,9 +10,8 @@ import { Mapping, Userfaultfd } from '../src/index.js';
 import { MEMORY_TYPES, needs } from './support/memory-types.js';
 import { ScratchFile, serve, until } from './support/faulter.js';
 import { anonHugeBytes } from './support/smaps.js';
+import { PAGE, pattern } from './support/support.js';
 
-const PAGE = 4096;
-const pattern = (seed: number, length = PAGE): Uint8Array => Uint8Array.from({ length }, (_, i) => (seed * 31 + i) & 0xff);
 
 for (const type of MEMORY_TYPES) {
   test(`zeropage (${type.name})`, { skip: type.skip }, () => {

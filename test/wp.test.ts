@@ -8,8 +8,8 @@ import { Mapping, Userfaultfd } from '../src/index.js';
 import type { UffdEventOf } from '../src/index.js';
 import { ScratchFile, serve } from './support/faulter.js';
 import { MEMORY_TYPES, needs } from './support/memory-types.js';
+import { pattern } from './support/support.js';
 
-const pattern = (seed: number, length: number): Uint8Array => Uint8Array.from({ length }, (_, i) => (seed + i * 7) & 0xff);
 
 function unprotectOnFault(uffd: Userfaultfd, pageSize: number): (event: UffdEventOf) => void {
   return (event) => {

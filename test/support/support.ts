@@ -2,6 +2,15 @@
 import { readFileSync, readlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PAGE_SIZE } from '../../src/system.js';
+
+/** The base page size, for tests that think in pages. */
+export const PAGE = PAGE_SIZE;
+
+/** `length` bytes that differ from seed to seed and from byte to byte: what a copy must bring back whole. */
+export function pattern(seed: number, length = PAGE): Uint8Array {
+  return Uint8Array.from({ length }, (_, i) => (seed * 31 + i) & 0xff);
+}
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
