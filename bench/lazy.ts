@@ -1,4 +1,4 @@
-// npm run bench:lazy: issue 4, section 5. A file read through LazyMemory (bench/js/lazy.ts) next to
+// npm run bench:lazy: a file read through LazyMemory (bench/js/lazy.ts) next to
 //   - a C program with the same handler logic, the same source (a read-only mmap of the file) and the same
 //     read-ahead (bench/c/lazy.c handler);
 //   - the kernel's own mmap of the file, touched the same way (bench/c/lazy.c mmap, and Node's Mapping.file);

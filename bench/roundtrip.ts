@@ -1,4 +1,4 @@
-// npm run bench: the fault round trip of issue 3. JS (a worker resolving the main thread's faults through the
+// npm run bench: the fault round trip. JS (a worker resolving the main thread's faults through the
 // public API, bench/js/) against C doing the same job (bench/c/roundtrip.c), each run its own process,
 // interleaved C, JS, C, JS..., pinned to CPU 0 and unpinned; the median of the runs is reported.
 // Pinned runs are judged (target: JS within 1.25x of C); unpinned runs are reported only, because on a small

@@ -1,4 +1,4 @@
-// npm run bench:serve: issue 5, section 6. A fake VMM (test/native/fake-vmm.c: Firecracker's restore
+// npm run bench:serve: a fake VMM (test/native/fake-vmm.c: Firecracker's restore
 // handshake byte for byte, 1.12 shape) touches every 4 KiB page of a memory file and verifies each one, served
 //   - by the C reference page server (bench/c/page-server.c): UFFDIO_COPY from a read-only mmap of the file,
 //     the same read-ahead window, DONTWAKE runs and one WAKE;

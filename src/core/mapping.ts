@@ -147,7 +147,7 @@ export class Mapping {
         fd, offset, ownsFd: false, memfd: false, shared, hugetlb: false,
       });
     } finally {
-      closeSync(fd); // the mapping keeps the file open
+      closeSync(fd); // the mapping holds the file itself: the descriptor is not kept (ownsFd: false)
     }
   }
 

@@ -268,11 +268,10 @@ export class ClientSession {
     this.#record?.(offset);
   }
 
-  /** ESRCH (the client's memory is gone) and everything unexpected end the session; true when it ended. */
-  #handleError(err: unknown): boolean {
+  /** ESRCH (the client's memory is gone) and everything unexpected end the session. */
+  #handleError(err: unknown): void {
     if (err instanceof UffdError && err.code === 'ESRCH') this.#gone('its memory is gone (ESRCH)');
     else this.#gone(`serving failed: ${messageOf(err)}`);
-    return true;
   }
 
   #gone(reason: string): void {
