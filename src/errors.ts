@@ -101,6 +101,12 @@ export const ERROR_CODES = Object.freeze({
   ERR_UFFD_RESOLVER: 'the fault resolver failed',
   /** transfer() of an ArrayBuffer that is a Mapping's memory (it cannot move; copy it with slice()). A TypeError. */
   ERR_UFFD_UNTRANSFERABLE: 'mapped memory cannot be transferred',
+  /** A file is not an incremental snapshot (no trailer, a bad index): reading a delta file refused it. */
+  ERR_UFFD_DELTA: 'not an incremental snapshot file',
+  /** A live snapshot failed (its copy thread reported the reason). */
+  ERR_UFFD_SNAPSHOT: 'the snapshot failed',
+  /** Snapshot.start() on memory that already has a snapshot running. */
+  ERR_UFFD_SNAPSHOT_ACTIVE: 'a snapshot of this memory is already running',
   /** The native binding was called wrongly, or Node-API failed inside it (a bug, or out of memory). */
   ERR_UFFD_BINDING: 'the native binding failed',
   /** The `uffd` command failed for a reason it explains (its JSON failure report, exit code 1). */

@@ -6,7 +6,6 @@
 import { COPY_MODE, ioctlInfo, STRUCTS, ZEROPAGE_MODE } from '../abi.js';
 import { native } from '../binding.js';
 import { EAGAIN } from '../errors.js';
-import type { Userfaultfd } from './uffd.js';
 
 const COPY = ioctlInfo('COPY').request;
 const WAKE = ioctlInfo('WAKE').request;
@@ -28,14 +27,15 @@ export function byteLengthOfBytes(view: ArrayBufferView): number {
 }
 
 export class FillIoctls {
-  readonly #uffd: Userfaultfd;
+  /** The uffd (a Userfaultfd: only its descriptor is read, so this file need not import uffd.ts). */
+  readonly #uffd: { readonly fd: number };
   readonly #bytes = new Uint8Array(STRUCTS.uffdio_copy.size);
   readonly #words = new Uint32Array(this.#bytes.buffer);
   readonly #signed = new Int32Array(this.#bytes.buffer);
   /** Bytes resolved by the last copy() or zeropage(), also when it failed. */
   done = 0;
 
-  constructor(uffd: Userfaultfd) {
+  constructor(uffd: { readonly fd: number }) {
     this.#uffd = uffd;
   }
 
