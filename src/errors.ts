@@ -107,6 +107,10 @@ export const ERROR_CODES = Object.freeze({
   ERR_UFFD_SNAPSHOT: 'the snapshot failed',
   /** Snapshot.start() on memory that already has a snapshot running. */
   ERR_UFFD_SNAPSHOT_ACTIVE: 'a snapshot of this memory is already running',
+  /** CRIU's images for a lazy restore are missing or malformed: CriuImageError, with .reason. */
+  ERR_UFFD_CRIU_IMAGE: 'the CRIU images cannot be used',
+  /** A CRIU restore peer broke the lazy-pages protocol: CriuProtocolError, with .reason. */
+  ERR_UFFD_CRIU_PROTOCOL: 'the CRIU lazy-pages protocol was broken',
   /** The native binding was called wrongly, or Node-API failed inside it (a bug, or out of memory). */
   ERR_UFFD_BINDING: 'the native binding failed',
   /** The `uffd` command failed for a reason it explains (its JSON failure report, exit code 1). */

@@ -7,7 +7,7 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Userfaultfd } from '../../core/uffd.js';
 import { UnixListener } from '../../core/unix-socket.js';
 import { FdWatcher } from '../../core/watch.js';
-import { native } from '../../binding.js';
+import { closeDescriptor } from '../../core/descriptor.js';
 import { probe } from '../../probe/probe.js';
 import { openSource } from '../../sources/source.js';
 import type { PageSource } from '../../sources/source.js';
@@ -146,7 +146,7 @@ export class CriuLazyPagesDaemon {
 
   async #handle(m: RestoreMessage): Promise<void> {
     if (this.#closed) {
-      if (m.kind === 'process') native.close(m.fd);
+      if (m.kind === 'process') closeDescriptor(m.fd);
       return;
     }
     switch (m.kind) {
@@ -167,7 +167,7 @@ export class CriuLazyPagesDaemon {
 
   async #adopt(pid: number, fd: number): Promise<void> {
     if (!this.#pids.has(pid) || this.#announced.has(pid)) {
-      native.close(fd);
+      closeDescriptor(fd);
       const why = this.#announced.has(pid) ? 'was announced twice' : 'is not in pstree.img';
       this.#end(1, new CriuProtocolError('unknown-pid', `pid ${String(pid)} ${why}`).message);
       return;
@@ -177,7 +177,7 @@ export class CriuLazyPagesDaemon {
     try {
       uffd = Userfaultfd.fromFd(fd);
     } catch (err) {
-      native.close(fd);
+      closeDescriptor(fd);
       this.#end(1, new CriuProtocolError('not-uffd', `pid ${String(pid)}: ${err instanceof Error ? err.message : String(err)}`).message);
       return;
     }

@@ -1,7 +1,7 @@
 // The one connection from `criu restore`, read on the event loop with exact-size reads (RestoreProtocolReader
 // says how many bytes). Each message is handed on as soon as it is whole, so a process's uffd is served
 // while criu is still restoring the others.
-import { native } from '../../binding.js';
+import { closeDescriptor } from '../../core/descriptor.js';
 import type { UnixConnection } from '../../core/unix-socket.js';
 import { FdWatcher } from '../../core/watch.js';
 import { CriuProtocolError } from './errors.js';
@@ -55,14 +55,14 @@ export class RestoreConnection {
       }
       if (r.kind === 'again') return;
       if (r.kind === 'eof') {
-        for (const fd of r.fds) native.close(fd);
+        for (const fd of r.fds) closeDescriptor(fd);
         const error = this.#reader.endError();
         if (error !== undefined) this.#fail(error);
         else this.#end();
         return;
       }
       if (this.#reader.finished) {
-        for (const fd of r.fds) native.close(fd);
+        for (const fd of r.fds) closeDescriptor(fd);
         this.#trailing ??= `bytes after the end marker (first: 0x${(r.data[0] ?? 0).toString(16).padStart(2, '0')}), ignored`;
         continue;
       }
@@ -70,7 +70,7 @@ export class RestoreConnection {
       try {
         message = this.#reader.push(r.data, r.fds);
       } catch (err) {
-        for (const fd of r.fds) native.close(fd);
+        for (const fd of r.fds) closeDescriptor(fd);
         this.#fail(err instanceof Error ? err : new Error(String(err)));
         return;
       }
