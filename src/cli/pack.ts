@@ -2,7 +2,7 @@
 // zstd-compressed) that httpSource reads from a URL prefix (any static file server or object store).
 import { parseArgs } from 'node:util';
 import { writePack } from '../sources/pack-writer.js';
-import { PAGE_SIZE } from '../validate.js';
+import { PAGE_SIZE } from '../system.js';
 import type { Command, CommandContext } from './command.js';
 import { EXIT, UsageError } from './failure.js';
 
