@@ -11,6 +11,7 @@ import { LazyMemory } from '../lazy/lazy-memory.js';
 import { presentPages } from '../system.js';
 import type { Command } from './command.js';
 import { EXIT, UsageError } from './failure.js';
+import { micros } from '../metrics/format.js';
 
 const MIB = 1 << 20;
 
@@ -140,7 +141,7 @@ async function runDemo(options: { sizeMiB: number; out: NodeJS.WriteStream; json
       }
       out.write(`\nPaged in ${String(s.pagesServed)} of ${String(pages)} pages (${(s.bytesServed / MIB).toFixed(1)} MiB of ${String(options.sizeMiB)} MiB) `
         + `in ${String(s.faults)} faults, ${ms.toFixed(0)} ms; read-ahead filled ${String(s.readaheadPages)} of them.\n`);
-      out.write(`Fault service time: p50 ${String(s.serviceMicros.p50)} µs, p99 ${String(s.serviceMicros.p99)} µs. First page sha256 ${hash}…\n`);
+      out.write(`Fault service time: ${micros(s.serviceMicros)}. First page sha256 ${hash}…\n`);
       out.write('Everything else was never read from the file.\n');
       return EXIT.ok;
     } finally {

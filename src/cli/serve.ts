@@ -5,6 +5,7 @@ import { PageServer } from '../server/page-server.js';
 import type { ServerLog } from '../server/page-server.js';
 import type { Command, CommandContext } from './command.js';
 import { EXIT, UsageError } from './failure.js';
+import { micros } from '../metrics/format.js';
 
 const USAGE = `usage: uffd serve --socket PATH --memory FILE|URL [--readahead PAGES] [--record FILE] [--prefetch FILE]
                   [--handshake-timeout SECONDS] [--max-clients N] [--allow-uid UID]... [--json]
@@ -52,8 +53,10 @@ function text(entry: ServerLog): string {
       const s = entry.summary;
       return `client ${String(entry.id)} (pid ${String(entry.pid)}) gone: ${entry.reason}; faults ${String(s.faults)}, pages copied ${String(s.pagesCopied)}`
         + ` of ${String(entry.pagesTotal)}, zero pages ${String(s.zeroPages)}, removes ${String(s.removes)}, prefetched ${String(s.prefetched)},`
-        + ` fault service p50 ${String(s.serviceMicros.p50)} µs p99 ${String(s.serviceMicros.p99)} µs`;
+        + ` fault service ${micros(s.serviceMicros)}`;
     }
+    case 'prefetched':
+      return `client ${String(entry.id)} (pid ${String(entry.pid)}): working set of ${String(entry.pages)} pages prefetched in ${entry.ms.toFixed(0)} ms`;
     case 'error':
       return `error: ${entry.message}`;
     case 'closed':

@@ -4,6 +4,7 @@
 // dropped and the others are served on. Runs on the event loop: the faults come from other processes.
 import { EventEmitter } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { openSource } from '../sources/source.js';
 import type { PageSource } from '../sources/source.js';
 import { memorySource } from '../sources/memory-location.js';
@@ -19,6 +20,8 @@ import { ClientSession } from './session.js';
 import type { GuestRegion, SessionSummary } from './session.js';
 import { UnixListener } from '../core/unix-socket.js';
 import type { UnixConnection } from '../core/unix-socket.js';
+import type { FillMetricsSnapshot } from '../metrics/fill-metrics.js';
+import { sumFillMetrics } from '../metrics/sum.js';
 
 export interface PageServerOptions {
   /** The Unix socket to listen on (created 0600; a stale socket file left by a dead server is replaced). */
@@ -44,6 +47,7 @@ export type ServerLog =
   | { event: 'client'; id: number; pid: number; uid: number; version: string; pageSize: number; regions: { base: string; size: number; offset: number }[] }
   | { event: 'refused'; id: number; pid?: number; reason: string }
   | { event: 'gone'; id: number; pid: number; reason: string; summary: SessionSummary; pagesTotal: number }
+  | { event: 'prefetched'; id: number; pid: number; pages: number; ms: number }
   | { event: 'error'; message: string }
   | { event: 'closed'; source?: Record<string, number> };
 
@@ -52,6 +56,22 @@ export interface ClientProgress {
   pid: number;
   pagesServed: number;
   pagesTotal: number;
+}
+
+export interface ServerMetrics {
+  clients: {
+    /** Being served now, and connected but still in their handshake. */
+    served: number;
+    pending: number;
+    /** Since listen(): handshakes accepted, connections refused, served clients gone. */
+    accepted: number;
+    refused: number;
+    gone: number;
+  };
+  /** Every client's fill metrics added up, present and past ones. */
+  total: FillMetricsSnapshot;
+  /** The clients being served now. */
+  perClient: { id: number; pid: number; pagesTotal: number; metrics: FillMetricsSnapshot }[];
 }
 
 const ACCEPT_RETRY_MS = 100;
@@ -90,6 +110,9 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
   #acceptRetry: NodeJS.Timeout | undefined;
   /** Accepting has failed since the last success: logged once, not every retry. */
   #acceptFailing = false;
+  /** The sum of the metrics of clients that are gone. */
+  #retired: FillMetricsSnapshot = sumFillMetrics([]);
+  readonly #counts = { accepted: 0, refused: 0, gone: 0 };
 
   private constructor(listener: UnixListener, source: PageSource, options: ResolvedOptions, prefetch: number[]) {
     super();
@@ -141,6 +164,16 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
   /** The source's counters (a remote source: bytes fetched, requests, retries, cache hits), if it keeps any. */
   sourceStats(): Record<string, number> | undefined {
     return this.#source.stats?.();
+  }
+
+  /** Counters, histograms and gauges of everything served since listen(). */
+  metrics(): ServerMetrics {
+    const perClient = [...this.#served.values()].map((c) => ({ id: c.id, pid: c.pid, pagesTotal: c.session.pagesTotal, metrics: c.session.metrics() }));
+    return {
+      clients: { served: this.#served.size, pending: this.#pending.size, ...this.#counts },
+      total: sumFillMetrics([this.#retired, ...perClient.map((c) => c.metrics)]),
+      perClient,
+    };
   }
 
   /** Stops listening and drops every client (their uffds are closed). */
@@ -196,6 +229,7 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
     const id = this.#nextId++;
     let pid: number | undefined;
     const refuse = (reason: string): void => {
+      this.#counts.refused++;
       // Told before the socket closes, for a client that reads (Firecracker only sees the close).
       try {
         conn.send(Buffer.from(`uffd serve: refused: ${reason}\n`));
@@ -285,19 +319,27 @@ export class PageServer extends EventEmitter<{ log: [ServerLog] }> {
       }),
     };
     this.#served.set(id, client);
+    this.#counts.accepted++;
     this.#log({
       event: 'client', id, pid, uid, version, pageSize: regions[0]?.pageSize ?? 0,
       regions: regions.map((r: GuestRegion) => ({ base: `0x${r.baseHostVirtAddr.toString(16)}`, size: r.size, offset: r.offset })),
     });
     // The prefetch starts at the handshake, before the faults already queued are served: its first batch
     // (the start of the working set, which those faults mostly want too) goes in ahead of the guest.
-    if (this.#prefetch.length > 0) void session.prefetch(this.#prefetch);
+    if (this.#prefetch.length > 0) {
+      const started = performance.now();
+      void session.prefetch(this.#prefetch).then((complete) => {
+        if (complete) this.#log({ event: 'prefetched', id, pid, pages: this.#prefetch.length, ms: performance.now() - started });
+      });
+    }
     session.start();
   }
 
   #drop(client: Served, reason: string): void {
     if (!this.#served.delete(client.id)) return;
     const summary = client.session.summary();
+    this.#retired = sumFillMetrics([this.#retired, client.session.metrics()]);
+    this.#counts.gone++;
     client.session.close();
     client.pidWatch.stop();
     native.close(client.pidfd);
