@@ -93,7 +93,7 @@ describe('restores through the page server', () => {
   test('many clients at once, each verified', async () => {
     await withServer({}, async (server, logs) => {
       const results = await Promise.all(Array.from({ length: 6 }, (_, i) => vmm(server.socket, '--protocol', ['1.1', '1.7', '1.12'][i % 3]!).result));
-      for (const r of results) assert.deepEqual(r.out, { bad: 0, touched: MEMORY_BYTES / 4096 }, r.stderr);
+      for (const r of results) assert.deepEqual(r.out, { bad: 0, touched: MEMORY_BYTES / 4096 }, `exit ${String(r.code)}, signal ${String(r.signal)}; stderr: ${r.stderr}`);
       await until(logs, () => logs.filter((e) => e.event === 'gone').length === 6, 'six summaries');
     });
   });
