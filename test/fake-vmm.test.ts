@@ -33,7 +33,7 @@ async function runVmm(socket: string, args: string[]): Promise<VmmResult> {
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-  const [code] = (await once(child, 'exit')) as [number | null];
+  const [code] = (await once(child, 'close')) as [number | null];
   const line = stdout.trim().split('\n').at(-1);
   return { code, stderr, out: line === undefined || line === '' ? undefined : JSON.parse(line) as VmmResult['out'] };
 }

@@ -157,7 +157,7 @@ async function runFakeVmm(socket: string, memory: string, args: string[]): Promi
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-  const [code] = (await once(child, 'exit')) as [number | null];
+  const [code] = (await once(child, 'close')) as [number | null];
   return { code, stderr, out: JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as { touched: number; mismatches: number; pages: number } };
 }
 

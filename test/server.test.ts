@@ -34,13 +34,14 @@ async function withServer(options: Partial<PageServerOptions>, body: (server: Pa
   }
 }
 
+/** Its result once it has exited and its output is all read ('close': 'exit' can come before the last stdout data). */
 function vmm(socket: string, ...args: string[]): { child: ChildProcess; result: Promise<{ code: number | null; signal: string | null; out: { bad: number; touched: number } | undefined; stderr: string }> } {
   const child = spawn(process.execPath, [NODE_VMM, socket, MEMORY, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout?.on('data', (d: Buffer) => { stdout += d.toString(); });
   child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
-  const result = once(child, 'exit').then(([code, signal]) => ({
+  const result = once(child, 'close').then(([code, signal]) => ({
     code: code as number | null, signal: signal as string | null, stderr,
     out: stdout.trim() === '' ? undefined : JSON.parse(stdout) as { bad: number; touched: number },
   }));
