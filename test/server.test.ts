@@ -125,13 +125,17 @@ describe('restores through the page server', () => {
   });
 
   test('--record writes the working set; --prefetch fills it first on the next restore', async () => {
-    const record = join(dir, 'working-set.txt');
-    await withServer({ record }, async (server, logs) => {
+    const records = join(dir, 'records');
+    let record = '';
+    await withServer({ record: records }, async (server, logs) => {
       const r = await vmm(server.socket, '--touch', '64').result;
       assert.equal(r.out?.bad, 0);
+      const written = await until(logs, (e) => e.event === 'recorded', 'the record');
+      assert.ok(written.event === 'recorded');
+      record = written.path;
       await until(logs, (e) => e.event === 'gone', 'the summary');
     });
-    const offsets = readFileSync(record, 'utf8').trim().split('\n').map(Number);
+    const { offsets } = JSON.parse(readFileSync(record, 'utf8')) as { offsets: number[] };
     assert.ok(offsets.length > 0 && offsets.length <= 64);
     assert.equal(new Set(offsets).size, offsets.length, 'each page once, in first-fault order');
     await withServer({ prefetch: record, readahead: 1 }, async (server, logs) => {
