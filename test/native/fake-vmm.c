@@ -40,6 +40,7 @@
  *   --send json|none     none: connect and never send anything; wait as with --touch none
  *   --hold MS            how long --touch none / --send none wait (default 1000)
  *   --linger MS          after printing the result, stay alive (memory registered) this long before exiting
+ *   --delay-touch MS     after the handshake, wait this long before touching (a head start for a prefetch)
  *   --file-offset BYTES  the regions start this far into the memory file (default 0; guest memory defaults
  *                        to the rest of the file)
  *   --balloon [F:C]      after verification, MADV_DONTNEED pages [F, F+C) (page indexes over all of guest
@@ -127,7 +128,7 @@ struct options {
   int hugetlb, random, write, touch, send, balloon, balloon_during, no_uffd, verbose, keep_socket;
   size_t regions, gap_pages, threads, split, balloon_first, balloon_count, working_set, work_us;
   uint64_t seed, size, file_offset;
-  long die_after, linger_ms, hold_ms, timeout_ms, connect_timeout_ms, split_delay_ms;
+  long die_after, linger_ms, delay_touch_ms, hold_ms, timeout_ms, connect_timeout_ms, split_delay_ms;
   int balloon_range_given;
 };
 
@@ -254,6 +255,7 @@ static void parse_options(int argc, char **argv, struct options *o) {
       o->send = strcmp(v, "json") == 0;
     } else if (strcmp(a, "--hold") == 0) o->hold_ms = (long)number(a, TAKE());
     else if (strcmp(a, "--linger") == 0) o->linger_ms = (long)number(a, TAKE());
+    else if (strcmp(a, "--delay-touch") == 0) o->delay_touch_ms = (long)number(a, TAKE());
     else if (strcmp(a, "--file-offset") == 0) o->file_offset = number(a, TAKE());
     else if (strcmp(a, "--balloon") == 0) {
       o->balloon = 1;
@@ -678,7 +680,7 @@ static int all_zero(const unsigned char *p, size_t len) {
 }
 
 static void verify_page(struct vmm *v, struct worker *w, size_t page) {
-  off_t at = (off_t)(page * v->page_size);
+  off_t at = (off_t)(v->o.file_offset + page * v->page_size);
   ssize_t n = (uint64_t)at < v->file_size ? pread(v->file, w->buffer, v->page_size, at) : 0;
   if (n < 0) die(EXIT_SETUP, "pread %s: %s", v->o.memory, strerror(errno));
   if ((size_t)n < v->page_size) memset(w->buffer + n, 0, v->page_size - (size_t)n);
@@ -876,6 +878,7 @@ int main(int argc, char **argv) {
     }
   }
 
+  if (v.o.delay_touch_ms > 0) sleep_ms(v.o.delay_touch_ms); /* the handler gets a head start (a prefetch) */
   if (v.o.die_after >= 0) start_thread(killer, &v);
   if (pthread_barrier_init(&v.start, NULL, (unsigned)v.o.threads + 1) != 0) die(EXIT_SETUP, "pthread_barrier_init");
   run_workers(&v, toucher);
