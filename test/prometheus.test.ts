@@ -144,7 +144,7 @@ describe('uffd serve --metrics', { skip: existsSync(FAKE_VMM) ? false : `${FAKE_
       assert.equal(value(idle.samples, 'uffd_clients', { state: 'served' }), 0);
       assert.equal((await fetch(url.replace('/metrics', '/other'))).status, 404);
 
-      const vmm = spawn(FAKE_VMM, ['--socket', socket, '--memory', MEMORY, '--random', '--threads', '2', '--linger', '3000', '--timeout', '60000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const vmm = spawn(FAKE_VMM, ['--socket', socket, '--memory', MEMORY, '--random', '--threads', '2', '--linger', '5000', '--timeout', '60000'], { stdio: ['ignore', 'pipe', 'pipe'] });
       const vmmLine = lines(vmm)();
       // Scrapes while the guest faults: always well-formed, never more pages than the guest has.
       let during = await scrape(url);

@@ -206,7 +206,7 @@ describe('records of real restores', { skip: vmmSkip }, () => {
 
   test('the settle detector ends a record while its client still runs', async () => {
     const out = join(dir, 'settle');
-    const { logs } = await restore({ record: out, recordSettleMs: 100 }, [['--linger', '800']]);
+    const { logs } = await restore({ record: out, recordSettleMs: 100 }, [['--linger', '1500']]);
     const rec = recorded(logs)[0];
     assert.equal(rec?.ended, 'settled');
     assert.ok(logs.findIndex((e) => e.event === 'recorded') < logs.findIndex((e) => e.event === 'gone'), 'written before the client went');
