@@ -105,9 +105,10 @@ describe('the record format', () => {
     const union = mergeWorkingSets([a, b], 1, ['a', 'b']);
     assert.equal(union.ended, 'merged');
     assert.deepEqual(mergeWorkingSets([a, b], 2, ['a', 'b']).offsets, [8192]);
-    // Ordered by median first-fault time (ties by offset): 8192 is at 20 µs in a and 0 µs in b, so 10 µs.
-    assert.deepEqual(union.offsets, [0, 4096, 8192, 12288]);
-    assert.deepEqual(union.micros, [0, 10, 10, 10]);
+    // Pages both runs have first, then by median first-fault time (ties by offset): 8192 (in both, at 20 µs
+    // in a and 0 µs in b: 10 µs), then 0 (0 µs), 4096 and 12288 (10 µs each).
+    assert.deepEqual(union.offsets, [8192, 0, 4096, 12288]);
+    assert.deepEqual(union.micros, [10, 0, 10, 10]);
     assert.throws(() => mergeWorkingSets([a, record([0], { snapshot: { size: 1, fingerprint: 'y' } })], 1, ['a', 'other']), /another snapshot/);
   });
 });

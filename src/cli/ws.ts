@@ -14,8 +14,8 @@ const USAGE = `usage: uffd ws stats RECORD... [--json]
   stats   pages, bytes, address span and timing (when 50/90/99% and the last page had faulted) of each
   diff    how two records compare: Jaccard index, pages in both, only in A, only in B
   merge   one record from several runs of the same snapshot: the pages in at least K runs (default 1, the
-          union; --intersection: all of them), ordered by their median first-fault time; for --prefetch.
-          FILE is written atomically and never replaces an existing file.
+          union; --intersection: all of them), those most runs share first, then by median first-fault
+          time; for --prefetch. FILE is written atomically and never replaces an existing file.
 
   Exit code 0 when done, 1 when a record cannot be read or is not valid (the message says why), 2 on a bad
   command line.

@@ -20,7 +20,8 @@ export interface WorkingSetStats {
 
 export function workingSetStats(r: WorkingSetRecord): WorkingSetStats {
   const n = r.offsets.length;
-  const at = (q: number): number => (n === 0 ? 0 : r.micros[Math.min(n - 1, Math.ceil(q * n) - 1)] ?? 0);
+  const times = r.ended === 'merged' ? [...r.micros].sort((x, y) => x - y) : r.micros; // merged: not in time order
+  const at = (q: number): number => (n === 0 ? 0 : times[Math.min(n - 1, Math.ceil(q * n) - 1)] ?? 0);
   let low = Infinity;
   let high = -Infinity;
   for (const o of r.offsets) {
@@ -29,7 +30,7 @@ export function workingSetStats(r: WorkingSetRecord): WorkingSetStats {
   }
   return {
     pages: n, bytes: n * r.pageSize, pageSize: r.pageSize, spanBytes: n === 0 ? 0 : high - low + r.pageSize,
-    settleMicros: r.micros[n - 1] ?? 0, p50Micros: at(0.5), p90Micros: at(0.9), p99Micros: at(0.99), ended: r.ended,
+    settleMicros: times[n - 1] ?? 0, p50Micros: at(0.5), p90Micros: at(0.9), p99Micros: at(0.99), ended: r.ended,
   };
 }
 
@@ -63,8 +64,9 @@ export function diffWorkingSets(a: WorkingSetRecord, b: WorkingSetRecord, names:
 
 /**
  * One record from several runs of the same snapshot: the pages that appear in at least `minRuns` of them
- * (1: the union, records.length: the intersection), ordered by their median first-fault time across the
- * runs that have them (that time becomes the page's time), so what every run needs early comes first.
+ * (1: the union, records.length: the intersection). Pages more runs share come first (a prefetch racing a
+ * new clone's faults spends itself on what that clone most likely needs), and among those the earlier
+ * median first-fault time across the runs that have them (that time becomes the page's time).
  */
 export function mergeWorkingSets(records: readonly WorkingSetRecord[], minRuns: number, names: readonly string[]): WorkingSetRecord {
   const first = records[0];
@@ -90,8 +92,8 @@ export function mergeWorkingSets(records: readonly WorkingSetRecord[], minRuns: 
     const mid = s.length >> 1;
     return s.length % 2 === 1 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
   };
-  const pages = [...times].filter(([, ts]) => ts.length >= minRuns).map(([offset, ts]) => ({ offset, time: median(ts) }));
-  pages.sort((x, y) => x.time - y.time || x.offset - y.offset);
+  const pages = [...times].filter(([, ts]) => ts.length >= minRuns).map(([offset, ts]) => ({ offset, runs: ts.length, time: median(ts) }));
+  pages.sort((x, y) => y.runs - x.runs || x.time - y.time || x.offset - y.offset);
   const earliest = records.map((r) => r.recordedAt).sort()[0] ?? first.recordedAt;
   return {
     format: WORKING_SET_FORMAT, version: WORKING_SET_VERSION, pageSize: first.pageSize, snapshot: first.snapshot,

@@ -30,7 +30,7 @@ export interface WorkingSetRecord {
   ended: 'settled' | 'client gone' | 'merged';
   /** Memory-file byte offsets of the pages, in first-fault order; each page once. */
   offsets: number[];
-  /** For each page, µs from the first fault to its first fault (non-decreasing). */
+  /** For each page, µs from the first fault to its first fault (non-decreasing, except in a merged record). */
   micros: number[];
   /** The client's fault service time while it was recorded (informational, for `uffd report`). */
   serviceMicros?: HistogramSnapshot;
@@ -110,6 +110,8 @@ export function parseWorkingSet(text: string, name: string): WorkingSetRecord {
   if (offsets.length !== micros.length) fail(`${String(offsets.length)} offsets but ${String(micros.length)} times`);
   const size = (snapshot as unknown as SnapshotIdentity).size;
   const seen = new Set<number>();
+  // A merged record lists the pages most runs share first: its times (medians) need not be in order.
+  const ordered = r.ended !== 'merged';
   let previous = 0;
   for (let i = 0; i < offsets.length; i++) {
     const offset: unknown = offsets[i];
@@ -117,8 +119,8 @@ export function parseWorkingSet(text: string, name: string): WorkingSetRecord {
     if (!isCount(offset) || offset % (pageSize as number) !== 0 || offset >= size) fail(`offsets[${String(i)}] = ${JSON.stringify(offset)} is not a page offset within the ${String(size)}-byte snapshot`);
     if (seen.has(offset as number)) fail(`offsets[${String(i)}] = ${String(offset)} appears twice`);
     seen.add(offset as number);
-    if (typeof time !== 'number' || !Number.isFinite(time) || time < previous) fail(`micros[${String(i)}] = ${JSON.stringify(time)} is not a time at or after the one before`);
-    previous = time as number;
+    if (typeof time !== 'number' || !Number.isFinite(time) || time < 0 || (ordered && time < previous)) fail(`micros[${String(i)}] = ${JSON.stringify(time)} is not a time at or after the one before`);
+    if (ordered) previous = time as number;
   }
   return value as WorkingSetRecord;
 }
