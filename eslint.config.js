@@ -2,7 +2,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'build/', 'node_modules/', 'eslint.config.js', 'scripts/prepare.js'] },
+  { ignores: ['dist/', 'build/', 'node_modules/', 'eslint.config.js', 'scripts/prepare.js', 'scripts/addon-is-current.cjs'] },
   ...tseslint.configs.strictTypeChecked,
   {
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
