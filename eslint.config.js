@@ -3,7 +3,7 @@ import tseslint from 'typescript-eslint';
 import architecture from './eslint.architecture.js';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'build/', 'node_modules/', 'eslint.config.js', 'eslint.architecture.js', 'scripts/prepare.js'] },
+  { ignores: ['dist/', 'build/', 'node_modules/', 'eslint.config.js', 'eslint.architecture.js', 'scripts/prepare.js', 'scripts/addon-is-current.cjs'] },
   ...tseslint.configs.strictTypeChecked,
   {
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },

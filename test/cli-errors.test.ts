@@ -50,7 +50,7 @@ function withDir(fn: (dir: string) => Promise<void> | void): () => Promise<void>
   };
 }
 
-const COMMANDS = ['probe', 'serve', 'demo'];
+const COMMANDS = ['probe', 'serve', 'demo', 'ws', 'report'];
 
 test('every subcommand answers --help (and -h, and `uffd help <command>`) with its usage, exit 0', () => {
   for (const command of COMMANDS) {

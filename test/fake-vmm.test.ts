@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { freeHugePages } from '../src/system.js';
 import { PageServer } from '../src/index.js';
 import type { PageServerOptions, ServerLog } from '../src/index.js';
+import { snapshotIdentity, writeWorkingSet } from '../src/metrics/working-set.js';
 import { ROOT } from './support/support.js';
 
 const FAKE_VMM = join(ROOT, 'test', 'native', 'bin', 'fake-vmm');
@@ -33,7 +34,7 @@ async function runVmm(socket: string, args: string[]): Promise<VmmResult> {
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-  const [code] = (await once(child, 'exit')) as [number | null];
+  const [code] = (await once(child, 'close')) as [number | null];
   const line = stdout.trim().split('\n').at(-1);
   return { code, stderr, out: line === undefined || line === '' ? undefined : JSON.parse(line) as VmmResult['out'] };
 }
@@ -103,8 +104,12 @@ describe('restores by a Firecracker-exact peer', { skip }, () => {
   });
 
   test('balloon during the run, with working-set prefetch racing it (EAGAIN retried, never fatal)', async () => {
-    const record = join(dir, 'ws.txt');
-    writeFileSync(record, `${Array.from({ length: MEMORY_BYTES / 4096 }, (_, i) => String(i * 4096)).join('\n')}\n`);
+    const record = join(dir, 'ws.json');
+    const offsets = Array.from({ length: MEMORY_BYTES / 4096 }, (_, i) => i * 4096);
+    writeWorkingSet(record, {
+      format: 'uffd-working-set', version: 1, pageSize: 4096, snapshot: snapshotIdentity(MEMORY), recordedAt: new Date().toISOString(),
+      ended: 'merged', offsets, micros: offsets.map(() => 0),
+    });
     const { vmm, logs } = await serve({ prefetch: record, readahead: 1 }, ['--balloon-during', '--threads', '2']);
     verified(vmm);
     const gone = logs.find((e) => e.event === 'gone');

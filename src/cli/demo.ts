@@ -11,6 +11,7 @@ import { LazyMemory } from '../lazy/lazy-memory.js';
 import { PAGE_SIZE, presentPages } from '../system.js';
 import type { Command } from './command.js';
 import { EXIT, UsageError } from './failure.js';
+import { micros } from '../metrics/format.js';
 
 const MIB = 1 << 20;
 
@@ -84,6 +85,30 @@ export function randomPages(count: number, pages: number): number[] {
   return [...chosen];
 }
 
+/** `[█████░░░░░]  47%`: a bar of `width` cells. */
+export function progressBar(done: number, total: number, width: number): string {
+  const share = total === 0 ? 1 : Math.min(1, done / total);
+  const full = Math.round(share * width);
+  return `[${'█'.repeat(full)}${'░'.repeat(width - full)}] ${String(Math.floor(share * 100)).padStart(3)}%`;
+}
+
+/** A second lazy memory over the file, filled in the background (prefetch): its pages arriving, as a bar. */
+async function showPrefetch(path: string, out: NodeJS.WriteStream): Promise<void> {
+  out.write('\nThe same file opened with prefetch: true, filled in the background while nothing touches it:\n');
+  const started = performance.now();
+  const lazy = await LazyMemory.open({ source: fileSource(path), prefetch: true });
+  try {
+    const pages = lazy.length / lazy.pageSize;
+    const line = (): string => `${progressBar(lazy.stats().pagesServed, pages, 40)}  ${String(lazy.stats().pagesServed)} / ${String(pages)} pages`;
+    const ticker = out.isTTY ? setInterval(() => { out.write(`\r${line()}`); }, 50) : undefined;
+    const s = await lazy.prefetched();
+    clearInterval(ticker);
+    out.write(`${out.isTTY ? '\r' : ''}${line()} in ${(performance.now() - started).toFixed(0)} ms (lazy.prefetched() resolved; ${String(s.faults)} faults)\n`);
+  } finally {
+    await lazy.close();
+  }
+}
+
 async function runDemo(options: { sizeMiB: number; out: NodeJS.WriteStream; json: boolean }): Promise<number> {
   const out = options.json ? quiet : options.out;
   const tty = out.isTTY;
@@ -140,8 +165,9 @@ async function runDemo(options: { sizeMiB: number; out: NodeJS.WriteStream; json
       }
       out.write(`\nPaged in ${String(s.pagesServed)} of ${String(pages)} pages (${(s.bytesServed / MIB).toFixed(1)} MiB of ${String(options.sizeMiB)} MiB) `
         + `in ${String(s.faults)} faults, ${ms.toFixed(0)} ms; read-ahead filled ${String(s.readaheadPages)} of them.\n`);
-      out.write(`Fault service time: p50 ${String(s.serviceMicros.p50)} µs, p99 ${String(s.serviceMicros.p99)} µs. First page sha256 ${hash}…\n`);
+      out.write(`Fault service time: ${micros(s.serviceMicros)}. First page sha256 ${hash}…\n`);
       out.write('Everything else was never read from the file.\n');
+      await showPrefetch(path, out);
       return EXIT.ok;
     } finally {
       await lazy.close();

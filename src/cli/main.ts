@@ -8,6 +8,8 @@ import { packCommand } from './pack.js';
 import { probeCommand } from './probe.js';
 import { serveCommand } from './serve.js';
 import { criuLazyPagesCommand } from './criu-lazy-pages.js';
+import { wsCommand } from './ws.js';
+import { reportCommand } from './report.js';
 import { renderVersion, versionReport } from './version.js';
 
 const COMMANDS: Record<string, Command> = {
@@ -16,6 +18,8 @@ const COMMANDS: Record<string, Command> = {
   'criu-lazy-pages': criuLazyPagesCommand,
   demo: demoCommand,
   pack: packCommand,
+  ws: wsCommand,
+  report: reportCommand,
 };
 
 const usage = (): string => `usage: uffd <command> [options]

@@ -5,9 +5,14 @@ import { PageServer } from '../server/page-server.js';
 import type { ServerLog } from '../server/page-server.js';
 import type { Command, CommandContext } from './command.js';
 import { EXIT, UsageError } from './failure.js';
+import { micros } from '../metrics/format.js';
+import { parseListenAddress, serveMetrics } from '../metrics/endpoint.js';
+import { renderPrometheus } from '../metrics/prometheus.js';
+import { LogSink } from './log-sink.js';
 
-const USAGE = `usage: uffd serve --socket PATH --memory FILE|URL [--readahead PAGES] [--record FILE] [--prefetch FILE]
-                  [--handshake-timeout SECONDS] [--max-clients N] [--allow-uid UID]... [--json]
+const USAGE = `usage: uffd serve --socket PATH --memory FILE|URL [--readahead PAGES] [--record DIR [--record-settle SECONDS]]
+                  [--prefetch RECORD] [--metrics [HOST:]PORT] [--handshake-timeout SECONDS] [--max-clients N]
+                  [--allow-uid UID]... [--json] [--log-file FILE]
 
   Serves the guest memory of processes that hand over a userfaultfd on the Unix socket PATH with the
   Firecracker snapshot-restore handshake (every version), from FILE (the regions back to back). Runs until
@@ -19,12 +24,17 @@ const USAGE = `usage: uffd serve --socket PATH --memory FILE|URL [--readahead PA
                               written by uffd pack; s3:// signs with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
                               AWS_REGION and, for other stores, AWS_ENDPOINT_URL)
   --readahead PAGES           pages filled per fault, the faulting one included (default 1)
-  --record FILE               write each client's working set (pages in first-fault order) when it goes
-  --prefetch FILE             a working set written by --record: filled first, in the background
+  --record DIR                write each client's working set (pages in first-fault order, docs/working-sets.md)
+                              into DIR, one file per client, when it goes away or its faults settle
+  --record-settle SECONDS     a record is complete once no new page has faulted for this long
+  --prefetch RECORD           a record (from --record or \`uffd ws merge\`) of this memory file: its pages
+                              are filled first, in the background, for every client
+  --metrics [HOST:]PORT       serve Prometheus metrics at http://HOST:PORT/metrics (HOST: 127.0.0.1)
   --handshake-timeout SECONDS drop a client that has not sent its handshake by then (default 10)
   --max-clients N             clients served at once (default 64)
   --allow-uid UID             serve only peers with this uid (repeatable; default: anyone who can connect)
-  --json                      one JSON object per line instead of text
+  --json                      one JSON object per line instead of text (schema: docs/logging.md)
+  --log-file FILE             append the log lines to FILE instead of stdout; SIGHUP reopens it (logrotate)
 
   Exit code 0 after SIGINT/SIGTERM, 1 when the server cannot start (the message says why), 2 on a bad
   command line.
@@ -35,6 +45,22 @@ const size = (bytes: number): string => (bytes >= 1 << 30 ? `${(bytes / (1 << 30
 /** Control characters a client put in a reason or a version never reach the terminal or the log as such. */
 function printable(line: string): string {
   return line.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+/** What the command itself logs besides the server's events. */
+type LogLine = ServerLog | { event: 'metrics'; url: string } | { event: 'log reopened' };
+
+const LEVEL: Partial<Record<LogLine['event'], 'warn' | 'error'>> = { refused: 'warn', error: 'error' };
+
+/** A --json line, schema 1 (docs/logging.md): fields may be added, none renamed or removed. */
+export function jsonLine(entry: LogLine): Record<string, unknown> {
+  return { schema: 1, time: new Date().toISOString(), level: LEVEL[entry.event] ?? 'info', ...entry };
+}
+
+function lineText(entry: LogLine): string {
+  if (entry.event === 'metrics') return `metrics at ${entry.url}`;
+  if (entry.event === 'log reopened') return 'log file reopened';
+  return printable(text(entry));
 }
 
 function text(entry: ServerLog): string {
@@ -52,8 +78,12 @@ function text(entry: ServerLog): string {
       const s = entry.summary;
       return `client ${String(entry.id)} (pid ${String(entry.pid)}) gone: ${entry.reason}; faults ${String(s.faults)}, pages copied ${String(s.pagesCopied)}`
         + ` of ${String(entry.pagesTotal)}, zero pages ${String(s.zeroPages)}, removes ${String(s.removes)}, prefetched ${String(s.prefetched)},`
-        + ` fault service p50 ${String(s.serviceMicros.p50)} µs p99 ${String(s.serviceMicros.p99)} µs`;
+        + ` fault service ${micros(s.serviceMicros)}`;
     }
+    case 'prefetched':
+      return `client ${String(entry.id)} (pid ${String(entry.pid)}): working set of ${String(entry.pages)} pages prefetched in ${entry.ms.toFixed(0)} ms`;
+    case 'recorded':
+      return `client ${String(entry.id)} (pid ${String(entry.pid)}): working set of ${String(entry.pages)} pages recorded in ${entry.path} (${entry.ended})`;
     case 'error':
       return `error: ${entry.message}`;
     case 'closed':
@@ -78,8 +108,9 @@ async function runServe(args: string[], context: CommandContext): Promise<number
     args,
     options: {
       socket: { type: 'string' }, memory: { type: 'string' }, readahead: { type: 'string' }, record: { type: 'string' },
+      'record-settle': { type: 'string' }, metrics: { type: 'string' },
       prefetch: { type: 'string' }, 'handshake-timeout': { type: 'string' }, 'max-clients': { type: 'string' },
-      'allow-uid': { type: 'string', multiple: true }, json: { type: 'boolean' },
+      'allow-uid': { type: 'string', multiple: true }, json: { type: 'boolean' }, 'log-file': { type: 'string' },
     },
     strict: true,
   });
@@ -96,27 +127,45 @@ async function runServe(args: string[], context: CommandContext): Promise<number
   };
   const timeout = values['handshake-timeout'] === undefined ? undefined : Number(values['handshake-timeout']);
   if (timeout !== undefined && !(timeout > 0)) throw new UsageError(`--handshake-timeout must be a positive number of seconds, got ${values['handshake-timeout'] ?? ''}`);
+  const settle = values['record-settle'] === undefined ? undefined : Number(values['record-settle']);
+  if (settle !== undefined && !(settle > 0)) throw new UsageError(`--record-settle must be a positive number of seconds, got ${values['record-settle'] ?? ''}`);
+  if (settle !== undefined && values.record === undefined) throw new UsageError('--record-settle needs --record');
+  const metricsAt = values.metrics === undefined ? undefined : parseListenAddress(values.metrics);
   const readahead = int(values.readahead, 'readahead');
   const maxClients = int(values['max-clients'], 'max-clients');
+  if (values['log-file'] !== undefined) context.origins.set(values['log-file'], '--log-file');
+  const sink = new LogSink(values['log-file']);
+  const log = (entry: LogLine): void => {
+    sink.write(values.json === true ? `${JSON.stringify(jsonLine(entry))}\n` : `${lineText(entry)}\n`);
+  };
+  let progressShown = false;
+  const clearProgress = (): void => {
+    if (progressShown) process.stderr.write('\r\x1b[K');
+    progressShown = false;
+  };
   const server = await PageServer.listen({
     socket: values.socket, memory: values.memory,
     ...(readahead === undefined ? {} : { readahead }),
     ...(maxClients === undefined ? {} : { maxClients }),
     ...(timeout === undefined ? {} : { handshakeTimeoutMs: Math.round(timeout * 1000) }),
     ...(values.record === undefined ? {} : { record: values.record }),
+    ...(settle === undefined ? {} : { recordSettleMs: Math.round(settle * 1000) }),
     ...(values.prefetch === undefined ? {} : { prefetch: values.prefetch }),
     ...(values['allow-uid'] === undefined ? {} : { allowUids: values['allow-uid'].map((u) => int(u, 'allow-uid') ?? 0) }),
   });
-  const live = process.stderr.isTTY && values.json !== true;
-  let progressShown = false;
-  const clearProgress = (): void => {
-    if (progressShown) process.stderr.write('\r\x1b[K');
-    progressShown = false;
-  };
+  // At once: the server's first line ('listening') comes on the next turn of the event loop.
   server.on('log', (entry) => {
     clearProgress();
-    process.stdout.write(values.json === true ? `${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n` : `${printable(text(entry))}\n`);
+    log(entry);
   });
+  const endpoint = metricsAt === undefined ? undefined : await serveMetrics(metricsAt, () => renderPrometheus(server.metrics())).catch(async (err: unknown) => {
+    await server.close();
+    throw err;
+  });
+  if (endpoint !== undefined) log({ event: 'metrics', url: endpoint.url });
+  const onHangup = (): void => { if (sink.reopen()) log({ event: 'log reopened' }); };
+  process.on('SIGHUP', onHangup);
+  const live = process.stderr.isTTY && values.json !== true;
   const ticker = live
     ? setInterval(() => {
         const clients = server.progress();
@@ -137,6 +186,9 @@ async function runServe(args: string[], context: CommandContext): Promise<number
   });
   if (ticker !== undefined) clearInterval(ticker);
   clearProgress();
+  await endpoint?.close();
   await server.close();
+  process.off('SIGHUP', onHangup);
+  sink.close();
   return EXIT.ok;
 }

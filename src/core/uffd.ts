@@ -229,7 +229,7 @@ export class Userfaultfd {
       // The common case without BigInt arithmetic per call (addresses below 2^53 are exact as Numbers).
       this.#fill ??= new FillIoctls(this);
       const errno = this.#fill.copy(Number(dst), Number(source), length, wake);
-      if (errno !== 0) throw new UffdError(errno, 'ioctl(UFFDIO_COPY)', { bytes: this.#fill.done });
+      if (errno !== 0) throw resolveError(errno, 'ioctl(UFFDIO_COPY)', this.#fill.done);
       return length;
     }
     const mode = (wake ? 0n : COPY_MODE.DONTWAKE) | (wp ? COPY_MODE.WP : 0n);
@@ -394,8 +394,7 @@ export class Userfaultfd {
         if (done === length) return length;
         continue;
       }
-      // ENOENT is what the kernel says for a destination outside every range registered on this uffd.
-      throw new UffdError(errno, syscall, { bytes: done, ...(errno === -2 ? { hint: 'the destination is not in a range registered with this uffd' } : {}) });
+      throw resolveError(errno, syscall, done);
     }
   }
 }
@@ -430,4 +429,9 @@ export function openPreferringFull(options: Omit<OpenOptions, 'userModeOnly'> = 
     if (err instanceof UffdError && err.code === 'EPERM') return { uffd: Userfaultfd.open({ ...options, userModeOnly: true }), mode: 'user-mode-only', refused: err };
     throw err;
   }
+}
+
+/** A resolve ioctl's failure. ENOENT is what the kernel says for a destination outside every registered range. */
+function resolveError(errno: number, syscall: string, bytes: number): UffdError {
+  return new UffdError(errno, syscall, { bytes, ...(errno === -2 ? { hint: 'the destination is not in a range registered with this uffd' } : {}) });
 }

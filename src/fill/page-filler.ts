@@ -18,7 +18,8 @@ import { sourceMemory } from '../sources/source.js';
 import { ERRNO, UffdError } from '../errors.js';
 import type { Userfaultfd } from '../core/uffd.js';
 import { addressOfBytes, byteLengthOfBytes, FillIoctls } from '../core/fill-ioctls.js';
-import type { FillStats } from './stats.js';
+import type { FillStats } from '../metrics/fill-metrics.js';
+import { BYTES, DEMAND_PAGES, FAULT_FAILED, FAULT_PRESENT, FAULTS, POISONED, PREFETCH_PAGES, READAHEAD_PAGES, REMOVED_PAGES, SOURCE_ERRORS, ZERO_PAGES } from '../metrics/fill-metrics.js';
 import { PAGE_SIZE } from '../system.js';
 
 export type SourceErrorPolicy = 'poison' | 'zero';
@@ -132,7 +133,7 @@ export class PageFiller {
   prefetchPage(page: number): Maybe<void> {
     return this.#exclusive(() => {
       if (page < 0 || page >= this.#pages || this.#served[page] !== MISSING) return;
-      return this.#then(this.#fillRun(page, page + 1, false, true), (filled) => { this.#o.stats.add('prefetchPages', filled); });
+      return this.#then(this.#fillRun(page, page + 1, PREFETCH_PAGES, true), noop);
     });
   }
 
@@ -145,8 +146,7 @@ export class PageFiller {
       const start = this.#prefetchCursor;
       let end = start + 1;
       while (end < pages && this.#served[end] === MISSING && end - start < this.#maxRun) end++;
-      return this.#then(this.#fillRun(start, end, false, true), (filled) => {
-        this.#o.stats.add('prefetchPages', filled);
+      return this.#then(this.#fillRun(start, end, PREFETCH_PAGES, true), (filled) => {
         this.#prefetchCursor = Math.max(this.#prefetchCursor, start + Math.max(filled, 1));
         return true;
       });
@@ -188,10 +188,10 @@ export class PageFiller {
     const started = performance.now();
     const page = Math.floor((address - this.#base) / pageSize);
     if (page < 0 || page >= pages) return; // not ours (cannot happen for a range we registered)
-    stats.add('faults');
+    stats.add(FAULTS, 1);
     this.#woken = false;
     if (this.#served[page] === REMOVED) {
-      this.#zeroFill(page, true);
+      this.#zeroFill(page, true, REMOVED_PAGES);
       this.#finishFault(page, 1, started);
       return;
     }
@@ -200,13 +200,12 @@ export class PageFiller {
     let demandEnd = page + 1;
     while (demandEnd < end && this.#served[demandEnd] === MISSING && demandEnd - page < this.#maxRun) demandEnd++;
     // One run covers the window: copied with wake, the faulter needs no separate WAKE.
-    const served = this.#fillRun(page, demandEnd, true, demandEnd === end);
+    const served = this.#fillRun(page, demandEnd, DEMAND_PAGES, demandEnd === end);
     if (served instanceof Promise) return served.then((n) => this.#afterDemand(page, n, demandEnd, end, started));
     return this.#afterDemand(page, served, demandEnd, end, started);
   }
 
   #afterDemand(page: number, served: number, demandEnd: number, end: number, started: number): Maybe<void> {
-    this.#o.stats.add('readaheadPages', served - 1);
     // A demand run cut short (the source failed, the range ends) ends the read-ahead there too.
     if (page + served === demandEnd && demandEnd < end) {
       const rest = this.#readahead(page + served, end);
@@ -224,15 +223,9 @@ export class PageFiller {
       }
       let runEnd = next + 1;
       while (runEnd < end && this.#served[runEnd] === MISSING && runEnd - next < this.#maxRun) runEnd++;
-      const filled = this.#fillRun(next, runEnd, false, false);
+      const filled = this.#fillRun(next, runEnd, READAHEAD_PAGES, false);
       const resume = runEnd;
-      if (filled instanceof Promise) {
-        return filled.then((n) => {
-          this.#o.stats.add('readaheadPages', n);
-          return n < resume - next ? undefined : this.#readahead(resume, end);
-        });
-      }
-      this.#o.stats.add('readaheadPages', filled);
+      if (filled instanceof Promise) return filled.then((n) => (n < resume - next ? undefined : this.#readahead(resume, end)));
       if (filled < runEnd - next) return; // the source or the range ends here: the rest waits for its own fault
       next = runEnd;
     }
@@ -244,35 +237,38 @@ export class PageFiller {
       const errno = this.#ioctls.wake(this.#address(page), count * this.#pageSize);
       if (errno !== 0) throw new UffdError(errno, 'ioctl(UFFDIO_WAKE)');
     }
-    this.#o.stats.recordService((performance.now() - started) * 1000);
+    this.#o.stats.served(started, performance.now());
   }
 
   /**
    * Copies pages [start, end) from the source, waking their waiters if `wake`. Returns the pages handled
    * from `start` on: all of them, or fewer when the run met the end of what can be filled (read-ahead
    * stops there). A page found present (EEXIST) is marked and skipped, never overwritten. A source failure
-   * on the faulting page (`demand`) applies the error policy; on read-ahead pages it just stops there.
+   * on the faulting page (a DEMAND_PAGES run) applies the error policy; on read-ahead pages it just stops
+   * there. `kind` is where the pages are counted: the first page of a demand run is the demand page, the
+   * rest of it read-ahead.
    */
-  #fillRun(start: number, end: number, demand: boolean, wake: boolean): Maybe<number> {
-    const read = this.#readSource(start, end, demand);
-    return read instanceof Promise ? read.then((r) => this.#afterRead(start, end, demand, wake, r)) : this.#afterRead(start, end, demand, wake, read);
+  #fillRun(start: number, end: number, kind: number, wake: boolean): Maybe<number> {
+    const read = this.#readSource(start, end, kind === DEMAND_PAGES);
+    return read instanceof Promise ? read.then((r) => this.#afterRead(start, end, kind, wake, r)) : this.#afterRead(start, end, kind, wake, read);
   }
 
-  #afterRead(start: number, end: number, demand: boolean, wake: boolean, read: Read): number {
+  #afterRead(start: number, end: number, kind: number, wake: boolean, read: Read): number {
     if (!read.ok) {
-      if (!demand) return 0;
+      if (kind !== DEMAND_PAGES) return 0;
       this.#giveUp(start, read.error);
       return 1;
     }
-    return this.#copyRun(start, end, read.address, demand, wake);
+    return this.#copyRun(start, end, read.address, kind, wake);
   }
 
-  #copyRun(start: number, end: number, src: number, demand: boolean, wake: boolean): number {
+  #copyRun(start: number, end: number, src: number, kind: number, wake: boolean): number {
     const pageSize = this.#pageSize;
     const ioctls = this.#ioctls;
+    const demand = kind === DEMAND_PAGES;
     let page = start;
     // Counted before the copy wakes anyone, so that stats read right after a touch include it.
-    this.#countServed(end - start);
+    this.#countServed(kind, start, start, end, 1);
     while (page < end) {
       const errno = ioctls.copy(this.#address(page), src + (page - start) * pageSize, (end - page) * pageSize, wake);
       const done = Math.floor(ioctls.done / pageSize);
@@ -287,18 +283,18 @@ export class PageFiller {
       page += done;
       if (errno === EEXIST) {
         // Someone else filled it (or a duplicate message for a page we filled): never overwritten.
-        this.#countServed(-1);
+        this.#countServed(kind, start, page, page + 1, -1);
         if (demand && page === start) this.#demandFoundPresent(start);
         this.#served[page] = PRESENT;
         page++;
         continue;
       }
-      this.#countServed(page - end);
+      this.#countServed(kind, start, page, end, -1);
       if (errno === EAGAIN || errno === -3 /* ESRCH */) throw new UffdError(errno, 'ioctl(UFFDIO_COPY)', { bytes: (page - start) * pageSize });
       if (!demand || page > start) return page - start; // read-ahead stops at the failure
       // A larger run failed at the faulting page (it crosses the end of a mapping, a hole in the
       // registration): the faulting page is served on its own; read-ahead stops here.
-      if (end - start > 1) return this.#copyRun(start, start + 1, src, true, wake);
+      if (end - start > 1) return this.#copyRun(start, start + 1, src, DEMAND_PAGES, wake);
       if (errno === ENOMEM && pageSize !== PAGE_SIZE) this.#exhausted(page, errno);
       throw new UffdError(errno, 'ioctl(UFFDIO_COPY)', { bytes: 0 });
     }
@@ -310,6 +306,7 @@ export class PageFiller {
    * coming back: then nothing is there at all (an empty huge page pool answers EEXIST on hugetlb).
    */
   #demandFoundPresent(page: number): void {
+    this.#o.stats.add(FAULT_PRESENT, 1);
     const seen = (this.#eexists.get(page) ?? 0) + 1;
     if (seen >= EEXIST_LIMIT) this.#exhausted(page, EEXIST);
     this.#eexists.set(page, seen);
@@ -325,7 +322,7 @@ export class PageFiller {
     if (canPoison) {
       try {
         uffd.poison({ address: this.#o.base + BigInt(page * this.#pageSize), length: this.#pageSize, pageSize: this.#pageSize });
-        this.#o.stats.add('poisoned');
+        this.#o.stats.add(POISONED, 1);
       } catch {
         // Best effort: the caller's own fail-stop (poisoning every missing page, dropping the client) follows.
       }
@@ -348,11 +345,11 @@ export class PageFiller {
       try {
         direct = source.view(offset, length);
       } catch {
-        stats.add('sourceErrors'); // a broken zero-copy path: the copying read below may still work
+        stats.add(SOURCE_ERRORS, 1); // a broken zero-copy path: the copying read below may still work
       }
       if (direct !== undefined) {
         if (direct instanceof Uint8Array && byteLengthOfBytes(direct) === length) return { ok: true, address: addressOfBytes(direct) };
-        stats.add('sourceErrors');
+        stats.add(SOURCE_ERRORS, 1);
         const got = direct instanceof Uint8Array ? `${String(byteLengthOfBytes(direct))} bytes` : 'not a Uint8Array';
         return { ok: false, error: new Error(`source view(${String(offset)}, ${String(length)}) returned ${got}, expected exactly ${String(length)} bytes`) };
       }
@@ -369,15 +366,22 @@ export class PageFiller {
     const attempt = (tried: number, lastError: unknown): Maybe<Read> => {
       if (tried === attempts) return { ok: false, error: lastError };
       const failed = (err: unknown): Maybe<Read> => {
-        stats.add('sourceErrors');
+        stats.add(SOURCE_ERRORS, 1);
         if (tried + 1 === attempts) return { ok: false, error: err };
         return sleep(this.#o.retryDelayMs * 2 ** tried).then(() => attempt(tried + 1, err));
       };
       try {
         target = this.#scratch.subarray(0, length);
+        const readAt = performance.now();
         const n = source.read(offset, target);
-        if (!(n instanceof Promise)) return check(n);
-        return this.#answerWithin(n, offset).then(check).catch(failed);
+        if (!(n instanceof Promise)) {
+          stats.sourceRead((performance.now() - readAt) * 1000);
+          return check(n);
+        }
+        return this.#answerWithin(n, offset).then((m) => {
+          stats.sourceRead((performance.now() - readAt) * 1000);
+          return check(m);
+        }).catch(failed);
       } catch (err) {
         return failed(err);
       }
@@ -410,6 +414,7 @@ export class PageFiller {
 
   #giveUp(page: number, error: unknown): void {
     const { uffd, pageSize, stats, onSourceError } = this.#o;
+    stats.add(FAULT_FAILED, 1);
     if (onSourceError === 'poison') {
       this.#o.reportSourceError(page, error, 'poisoned');
       // Fail-stop: the toucher gets SIGBUS (SIGSEGV with PROT_NONE before 6.6), never wrong data.
@@ -418,33 +423,52 @@ export class PageFiller {
         if (this.#o.canPoison) uffd.poison({ address, length: pageSize, pageSize }, { wake: false });
         else if (this.#o.protect !== undefined) this.#o.protect(address, pageSize);
         else throw new UffdError(ERRNO.ENOTSUP, 'ioctl(UFFDIO_POISON)', { hint: `the source failed for page ${String(page)} and this kernel cannot poison it (Linux 6.6+)` });
-        stats.add('poisoned');
+        stats.add(POISONED, 1);
       } catch (err) {
         if (!(err instanceof UffdError && err.code === 'EEXIST')) throw err;
       }
       this.#served[page] = PRESENT;
     } else {
-      this.#zeroFill(page, false);
+      this.#zeroFill(page, false, ZERO_PAGES);
       this.#o.reportSourceError(page, error, 'zero-filled');
     }
   }
 
-  /** Fills one page with zeros: ZEROPAGE, or a copy of zeros on hugetlb (no ZEROPAGE there). */
-  #zeroFill(page: number, wake: boolean): void {
+  /** Fills one page with zeros: ZEROPAGE, or a copy of zeros on hugetlb (no ZEROPAGE there). Counted as `kind`. */
+  #zeroFill(page: number, wake: boolean, kind: number): void {
     const pageSize = this.#pageSize;
     const dst = this.#address(page);
-    this.#o.stats.add('zeroFilled');
+    const stats = this.#o.stats;
+    // Counted before the ioctl wakes anyone; taken back if the page was there already.
+    stats.add(kind, 1);
+    stats.add(BYTES, pageSize);
     const errno = pageSize === PAGE_SIZE
       ? this.#ioctls.zeropage(dst, pageSize, wake)
       : this.#ioctls.copy(dst, addressOfBytes((this.#zeroPage ??= new Uint8Array(pageSize))), pageSize, wake);
     if (errno === 0) this.#woken = wake;
     else if (errno !== EEXIST) throw new UffdError(errno, pageSize === PAGE_SIZE ? 'ioctl(UFFDIO_ZEROPAGE)' : 'ioctl(UFFDIO_COPY)');
+    else {
+      stats.add(kind, -1);
+      stats.add(BYTES, -pageSize);
+      if (kind === REMOVED_PAGES) stats.add(FAULT_PRESENT, 1);
+    }
     this.#served[page] = PRESENT;
   }
 
-  #countServed(pages: number): void {
-    this.#o.stats.add('pagesServed', pages);
-    this.#o.stats.add('bytesServed', pages * this.#pageSize);
+  /**
+   * Counts pages [from, to) of a run of `kind` that starts at `start` (sign -1 takes them back): in a demand
+   * run the first page is the demand page and the others are read-ahead.
+   */
+  #countServed(kind: number, start: number, from: number, to: number, sign: 1 | -1): void {
+    const stats = this.#o.stats;
+    if (to <= from) return;
+    if (kind === DEMAND_PAGES && from === start) {
+      stats.add(DEMAND_PAGES, sign);
+      if (to - from > 1) stats.add(READAHEAD_PAGES, sign * (to - from - 1));
+    } else {
+      stats.add(kind === DEMAND_PAGES ? READAHEAD_PAGES : kind, sign * (to - from));
+    }
+    stats.add(BYTES, sign * (to - from) * this.#pageSize);
   }
 
   #address(page: number): number {

@@ -12,12 +12,12 @@ import { failMissingPages } from '../fill/fail-missing.js';
 import { checkBoolean, checkInteger, checkOneOf, checkOptionsObject, describe } from '../validate.js';
 import type { SourceErrorPolicy } from '../fill/page-filler.js';
 import { DEFAULT_READ_TIMEOUT_MS } from '../fill/page-filler.js';
-import type { FillStatsSnapshot } from '../fill/stats.js';
-import { SharedStats } from '../fill/stats.js';
+import type { FillMetricsSnapshot } from '../metrics/fill-metrics.js';
+import { FillMetrics } from '../metrics/fill-metrics.js';
 import { describeSource, rebuildError, SourceReadError } from '../sources/source-error.js';
 import type { FromWorker, ToWorker, WorkerInput } from './worker.js';
 
-export type LazyStats = FillStatsSnapshot;
+export type LazyStats = FillMetricsSnapshot;
 
 export interface LazyMemoryOptions {
   source: SourceSpec;
@@ -45,17 +45,19 @@ const OPTIONS = ['source', 'readahead', 'hugetlb', 'prefetch', 'onSourceError', 
 /**
  * LazyMemory's events. 'error': a SourceReadError for a page the source could not deliver (zero-filled, or
  * poisoned), or an Error with code ERR_UFFD_RESOLVER when the resolver thread failed or exited (its unfilled
- * pages are then poisoned). An unhandled 'error' event throws, as for any EventEmitter.
+ * pages are then poisoned). An unhandled 'error' event throws, as for any EventEmitter. 'prefetched': the
+ * background fill (prefetch: true) has filled every page; the stats then.
  */
 export interface LazyMemoryEvents {
   error: [SourceReadError | (Error & { code: string })];
+  prefetched: [LazyStats];
 }
 
 export class LazyMemory extends EventEmitter<LazyMemoryEvents> {
   readonly #mapping: Mapping;
   readonly #uffd: Userfaultfd;
   readonly #worker: Worker;
-  readonly #stats: SharedStats;
+  readonly #stats: FillMetrics;
   readonly #onExit: () => void;
   /** The source's length in bytes (the memory is this rounded up to whole pages). */
   readonly sourceLength: number;
@@ -70,9 +72,10 @@ export class LazyMemory extends EventEmitter<LazyMemoryEvents> {
   readonly #workerExited: Promise<void>;
   #failed = false;
 
-  private constructor(parts: { mapping: Mapping; uffd: Userfaultfd; mode: UffdMode; canPoison: boolean; worker: Worker; stats: SharedStats; sourceLength: number; source: string }) {
+  private constructor(parts: { mapping: Mapping; uffd: Userfaultfd; mode: UffdMode; canPoison: boolean; worker: Worker; stats: FillMetrics; sourceLength: number; source: string; prefetch: boolean }) {
     super();
     this.mode = parts.mode;
+    this.#prefetch = parts.prefetch ? 'running' : 'off';
     this.#mapping = parts.mapping;
     this.#uffd = parts.uffd;
     this.#worker = parts.worker;
@@ -81,6 +84,7 @@ export class LazyMemory extends EventEmitter<LazyMemoryEvents> {
     this.#worker.on('message', (m: FromWorker) => {
       if (m.type === 'sourceError') this.emit('error', new SourceReadError({ page: m.page, offset: m.offset, source: parts.source, outcome: m.outcome }, m.error));
       if (m.type === 'failed') this.#fail(new Error(`the resolver failed and poisoned the pages it had not filled: ${m.message}`));
+      if (m.type === 'prefetched') this.#prefetchSettled(undefined);
     });
     // After the listener: adding a 'message' listener refs the worker's port again.
     this.#worker.unref();
@@ -103,6 +107,36 @@ export class LazyMemory extends EventEmitter<LazyMemoryEvents> {
     process.prependListener('exit', this.#onExit);
   }
 
+  /** The background fill (prefetch: true): running, done, or ended early by this error. */
+  #prefetch: 'off' | 'running' | 'done' | Error;
+  readonly #prefetchWaiters: { resolve: (stats: LazyStats) => void; reject: (err: Error) => void }[] = [];
+
+  /**
+   * Resolves with the stats once the background fill (`prefetch: true`) has filled every page, and emits
+   * 'prefetched' then; rejects when prefetch is off, or when the memory is closed or fails before.
+   */
+  prefetched(): Promise<LazyStats> {
+    const state = this.#prefetch;
+    if (state === 'off') return Promise.reject(new TypeError('prefetched(): this LazyMemory was opened without prefetch: true'));
+    if (state === 'done') return Promise.resolve(this.stats());
+    if (state instanceof Error) return Promise.reject(state);
+    // The worker is unreferenced while it serves; someone awaiting the fill must keep the process alive.
+    this.#worker.ref();
+    return new Promise((resolve, reject) => { this.#prefetchWaiters.push({ resolve, reject }); });
+  }
+
+  #prefetchSettled(error: Error | undefined): void {
+    if (this.#prefetch !== 'running') return;
+    this.#prefetch = error ?? 'done';
+    const stats = this.stats();
+    if (this.#prefetchWaiters.length > 0) this.#worker.unref();
+    for (const w of this.#prefetchWaiters.splice(0)) {
+      if (error === undefined) w.resolve(stats);
+      else w.reject(error);
+    }
+    if (error === undefined) this.emit('prefetched', stats);
+  }
+
   /**
    * The resolver is gone: nobody will fill the remaining pages, so they are poisoned (fail-stop, as with
    * onSourceError 'poison'), and the program hears of it as an 'error' event.
@@ -110,6 +144,7 @@ export class LazyMemory extends EventEmitter<LazyMemoryEvents> {
   #fail(error: Error): void {
     if (this.#failed) return;
     this.#failed = true;
+    this.#prefetchSettled(new Error(`the background fill ended early: ${error.message}`));
     if (!this.#uffd.closed) failMissingPages(this.#uffd, this.#mapping, this.#canPoison);
     const code = (error as { code?: unknown }).code;
     this.emit('error', Object.assign(error, { code: typeof code === 'string' ? code : 'ERR_UFFD_RESOLVER' }));
@@ -136,7 +171,7 @@ export class LazyMemory extends EventEmitter<LazyMemoryEvents> {
     const userModeOnly = o.userModeOnly ?? 'auto';
     checkOneOf(userModeOnly, 'userModeOnly', USER_MODE_CHOICES);
 
-    const stats = new SharedStats();
+    const stats = new FillMetrics();
     const input: WorkerInput = {
       source, readahead, prefetch, onSourceError, retries, retryDelayMs, readTimeoutMs,
       stats: stats.buffer,
@@ -162,7 +197,7 @@ export class LazyMemory extends EventEmitter<LazyMemoryEvents> {
       worker.postMessage(serve);
       const ready = await nextMessage(worker);
       if (ready.type !== 'ready') throw new Error(`LazyMemory: the resolver failed to start: ${ready.type === 'failed' ? ready.message : ready.type}`);
-      return new LazyMemory({ mapping, uffd, mode, canPoison: ioctls.has('POISON'), worker, stats, sourceLength: first.length, source: describeSource(source) });
+      return new LazyMemory({ mapping, uffd, mode, canPoison: ioctls.has('POISON'), worker, stats, sourceLength: first.length, source: describeSource(source), prefetch });
     } catch (err) {
       await worker.terminate();
       uffd?.close();
@@ -213,6 +248,7 @@ export class LazyMemory extends EventEmitter<LazyMemoryEvents> {
    * this memory) fails with EFAULT instead of reading the zeros of an unregistered range.
    */
   async #close(): Promise<void> {
+    this.#prefetchSettled(new Error('closed before the background fill was done'));
     try {
       this.#worker.ref();
       this.#worker.postMessage({ type: 'stop' } satisfies ToWorker);

@@ -16,7 +16,7 @@ import { PageFiller } from '../fill/page-filler.js';
 import { MessageBatch } from '../fill/message-batch.js';
 import { FdWatcher } from '../core/watch.js';
 import type { SourceErrorPolicy } from '../fill/page-filler.js';
-import { SharedStats } from '../fill/stats.js';
+import { FillMetrics } from '../metrics/fill-metrics.js';
 import { describeSource, errorFields, SourceReadError } from '../sources/source-error.js';
 import type { ErrorFields } from '../sources/source-error.js';
 import { messageOf } from '../errors.js';
@@ -37,6 +37,7 @@ export type FromWorker =
   | { type: 'source'; length: number }
   | { type: 'ready' }
   | { type: 'sourceError'; page: number; offset: number; outcome: 'poisoned' | 'zero-filled'; error: ErrorFields }
+  | { type: 'prefetched' }
   | { type: 'failed'; message: string; error?: ErrorFields }
   | { type: 'stopped' };
 
@@ -84,7 +85,7 @@ async function run(serve: Extract<ToWorker, { type: 'serve' }>): Promise<void> {
       policy: input.readahead === 'auto' ? autoReadahead() : fixedReadahead(input.readahead),
       onSourceError: input.onSourceError, retries: input.retries, retryDelayMs: input.retryDelayMs, readTimeoutMs: input.readTimeoutMs, signal: stop.signal,
       canPoison: serve.canPoison, protect: protectNone,
-      stats: new SharedStats(input.stats),
+      stats: new FillMetrics(input.stats),
       reportSourceError: (page, error, outcome) => {
         const offset = page * serve.pageSize;
         // Written synchronously before the page is poisoned: the toucher dies of SIGBUS at once, and no
@@ -99,6 +100,7 @@ async function run(serve: Extract<ToWorker, { type: 'serve' }>): Promise<void> {
     const prefetching = (async () => {
       if (!input.prefetch) return;
       while (!stop.signal.aborted && (await resolver.prefetchChunk())) await yieldToLoop();
+      if (!stop.signal.aborted) send({ type: 'prefetched' });
     })().catch((err: unknown) => {
       failure ??= err;
       stop.abort();

@@ -6,7 +6,9 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { isEagain, messageOf, UffdError } from '../errors.js';
 import { PageFiller } from '../fill/page-filler.js';
 import type { Maybe } from '../fill/page-filler.js';
-import { SharedStats } from '../fill/stats.js';
+import { FAULT_DEFERRED, FAULT_FAILED, FAULT_GONE, FillMetrics, PAGES_REMOVED, QUEUE_DEPTH } from '../metrics/fill-metrics.js';
+import type { FillMetricsSnapshot } from '../metrics/fill-metrics.js';
+import type { HistogramSnapshot } from '../metrics/log2-histogram.js';
 import { fixedReadahead } from '../policy/readahead.js';
 import type { PageSource } from '../sources/source.js';
 import type { Userfaultfd, UffdEventOf } from '../core/uffd.js';
@@ -20,7 +22,7 @@ export interface SessionSummary {
   zeroPages: number;
   removes: number;
   prefetched: number;
-  serviceMicros: { p50: number; p99: number };
+  serviceMicros: HistogramSnapshot;
 }
 
 type Outcome = 'done' | 'deferred' | 'gone';
@@ -40,7 +42,7 @@ interface RegionState {
 export class ClientSession {
   readonly #uffd: Userfaultfd;
   readonly #regions: RegionState[];
-  readonly #stats = new SharedStats();
+  readonly #stats = new FillMetrics();
   readonly #onGone: (reason: string) => void;
   readonly #record: ((offset: number) => void) | undefined;
   readonly #recorded = new Set<number>();
@@ -84,14 +86,17 @@ export class ClientSession {
     this.#kick();
   }
 
-  /** Pages in memory-file offsets, filled in the background in this order; demand faults come first. */
-  async prefetch(offsets: number[]): Promise<void> {
+  /**
+   * Pages in memory-file offsets, filled in the background in this order; demand faults come first.
+   * True when every listed page of the client's regions is there, false when the session ended first.
+   */
+  async prefetch(offsets: number[]): Promise<boolean> {
     let batched = 0;
     for (const offset of offsets) {
       const state = this.#regions.find((r) => offset >= r.region.offset && offset < r.region.offset + r.region.size);
       if (state === undefined) continue;
       for (;;) {
-        if (this.#closed) return;
+        if (this.#closed) return false;
         try {
           const filled = state.filler.prefetchPage(Math.floor((offset - state.region.offset) / state.region.pageSize));
           if (filled instanceof Promise) await filled;
@@ -100,7 +105,7 @@ export class ClientSession {
           // EAGAIN: an event (a balloon REMOVE) is pending; the drain loop reads it, then this page is retried.
           if (!isEagain(err)) {
             this.#handleError(err);
-            return;
+            return false;
           }
           this.#kick();
           await yieldToLoop();
@@ -113,6 +118,11 @@ export class ClientSession {
         await yieldToLoop();
       }
     }
+    return !this.#closed;
+  }
+
+  metrics(): FillMetricsSnapshot {
+    return this.#stats.read();
   }
 
   summary(): SessionSummary {
@@ -169,6 +179,7 @@ export class ClientSession {
       const faults = this.#deferred; // faults deferred earlier go first
       this.#deferred = [];
       for (let i = 0; i < read; i++) if (batch.isFault(i)) faults.push(batch.address(i));
+      this.#stats.set(QUEUE_DEPTH, faults.length);
       for (let i = 0; i < faults.length; i++) {
         const outcome = this.#serve(faults[i] ?? 0);
         if (outcome instanceof Promise) {
@@ -192,6 +203,7 @@ export class ClientSession {
       }
     }
     this.#busy = false;
+    this.#stats.set(QUEUE_DEPTH, 0);
   }
 
   /** Records the outcome of serving faults[i]; false when the rest of the batch must wait. */
@@ -217,7 +229,10 @@ export class ClientSession {
           const end = event.end < regionEnd ? event.end : regionEnd;
           if (start >= end) continue;
           const size = BigInt(r.region.pageSize);
-          r.filler.removed(Number((start - r.region.baseHostVirtAddr) / size), Number((end - r.region.baseHostVirtAddr + size - 1n) / size));
+          const first = Number((start - r.region.baseHostVirtAddr) / size);
+          const last = Number((end - r.region.baseHostVirtAddr + size - 1n) / size);
+          r.filler.removed(first, last);
+          this.#stats.add(PAGES_REMOVED, last - first);
         }
         return;
       case 'fork':
@@ -255,7 +270,11 @@ export class ClientSession {
   }
 
   #classify(err: unknown): Outcome {
-    if (isEagain(err)) return 'deferred';
+    if (isEagain(err)) {
+      this.#stats.add(FAULT_DEFERRED, 1);
+      return 'deferred';
+    }
+    this.#stats.add(err instanceof UffdError && err.code === 'ESRCH' ? FAULT_GONE : FAULT_FAILED, 1);
     this.#handleError(err);
     return 'gone';
   }

@@ -39,6 +39,10 @@
  *                        the socket (1.12 only; reported as peerClosed), then exit 0
  *   --send json|none     none: connect and never send anything; wait as with --touch none
  *   --hold MS            how long --touch none / --send none wait (default 1000)
+ *   --linger MS          after printing the result, stay alive (memory registered) this long before exiting
+ *   --delay-touch MS     after the handshake, wait this long before touching (a head start for a prefetch)
+ *   --file-offset BYTES  the regions start this far into the memory file (default 0; guest memory defaults
+ *                        to the rest of the file)
  *   --balloon [F:C]      after verification, MADV_DONTNEED pages [F, F+C) (page indexes over all of guest
  *                        memory, default F = pages/4, C = max(1, pages/8)), touch them again: every byte must
  *                        be zero (Firecracker's balloon: removed pages read as zeros); then verify the rest
@@ -123,8 +127,8 @@ struct options {
   int shape; /* 1: three fields; 2: + page_size_kib; 3: + page_size, page_size_kib */
   int hugetlb, random, write, touch, send, balloon, balloon_during, no_uffd, verbose, keep_socket;
   size_t regions, gap_pages, threads, split, balloon_first, balloon_count, working_set, work_us;
-  uint64_t seed, size;
-  long die_after, hold_ms, timeout_ms, connect_timeout_ms, split_delay_ms;
+  uint64_t seed, size, file_offset;
+  long die_after, linger_ms, delay_touch_ms, hold_ms, timeout_ms, connect_timeout_ms, split_delay_ms;
   int balloon_range_given;
 };
 
@@ -250,6 +254,9 @@ static void parse_options(int argc, char **argv, struct options *o) {
       if (v == NULL || (strcmp(v, "json") != 0 && strcmp(v, "none") != 0)) die(EXIT_USAGE, "--send needs json or none");
       o->send = strcmp(v, "json") == 0;
     } else if (strcmp(a, "--hold") == 0) o->hold_ms = (long)number(a, TAKE());
+    else if (strcmp(a, "--linger") == 0) o->linger_ms = (long)number(a, TAKE());
+    else if (strcmp(a, "--delay-touch") == 0) o->delay_touch_ms = (long)number(a, TAKE());
+    else if (strcmp(a, "--file-offset") == 0) o->file_offset = number(a, TAKE());
     else if (strcmp(a, "--balloon") == 0) {
       o->balloon = 1;
       unsigned long long first, count;
@@ -306,7 +313,10 @@ static size_t free_huge_pages(void) {
 static void layout(struct vmm *v) {
   struct options *o = &v->o;
   v->page_size = o->hugetlb ? HUGE_2M : (size_t)sysconf(_SC_PAGESIZE);
-  uint64_t size = o->size != 0 ? o->size : v->file_size;
+  if (o->file_offset % v->page_size != 0 || o->file_offset >= v->file_size) {
+    die(EXIT_USAGE, "--file-offset %" PRIu64 " must be a multiple of the page size within the file", o->file_offset);
+  }
+  uint64_t size = o->size != 0 ? o->size : v->file_size - o->file_offset;
   if (size == 0 || size % v->page_size != 0) {
     die(EXIT_USAGE, "guest memory (%" PRIu64 " bytes: %s) must be a non-zero multiple of the page size %zu",
         size, o->size != 0 ? "--size" : "the memory file's size", v->page_size);
@@ -324,7 +334,7 @@ static void layout(struct vmm *v) {
   for (size_t r = 0; r < o->regions; r++) {
     v->regions[r].first = r * per;
     v->regions[r].pages = r + 1 == o->regions ? v->pages - r * per : per;
-    v->regions[r].offset = (uint64_t)v->regions[r].first * v->page_size; /* the running sum of sizes */
+    v->regions[r].offset = o->file_offset + (uint64_t)v->regions[r].first * v->page_size; /* the running sum of sizes */
   }
 }
 
@@ -563,7 +573,7 @@ static void read_expected(struct vmm *v) {
   if (v->expected == NULL || buf == NULL) die(EXIT_SETUP, "out of memory");
   for (size_t page = 0; page < v->pages; page += chunk_pages) {
     size_t want = (v->pages - page < chunk_pages ? v->pages - page : chunk_pages) * v->page_size;
-    off_t at = (off_t)(page * v->page_size);
+    off_t at = (off_t)(v->o.file_offset + page * v->page_size);
     ssize_t n = (uint64_t)at < v->file_size ? pread(v->file, buf, want, at) : 0;
     if (n < 0) die(EXIT_SETUP, "pread %s: %s", v->o.memory, strerror(errno));
     if ((size_t)n < want) memset(buf + n, 0, want - (size_t)n); /* past the end of the file: zeros */
@@ -670,7 +680,7 @@ static int all_zero(const unsigned char *p, size_t len) {
 }
 
 static void verify_page(struct vmm *v, struct worker *w, size_t page) {
-  off_t at = (off_t)(page * v->page_size);
+  off_t at = (off_t)(v->o.file_offset + page * v->page_size);
   ssize_t n = (uint64_t)at < v->file_size ? pread(v->file, w->buffer, v->page_size, at) : 0;
   if (n < 0) die(EXIT_SETUP, "pread %s: %s", v->o.memory, strerror(errno));
   if ((size_t)n < v->page_size) memset(w->buffer + n, 0, v->page_size - (size_t)n);
@@ -868,6 +878,7 @@ int main(int argc, char **argv) {
     }
   }
 
+  if (v.o.delay_touch_ms > 0) sleep_ms(v.o.delay_touch_ms); /* the handler gets a head start (a prefetch) */
   if (v.o.die_after >= 0) start_thread(killer, &v);
   if (pthread_barrier_init(&v.start, NULL, (unsigned)v.o.threads + 1) != 0) die(EXIT_SETUP, "pthread_barrier_init");
   run_workers(&v, toucher);
@@ -903,5 +914,6 @@ int main(int argc, char **argv) {
     }
   }
   print_result(&v, ns, verified, zero_checked, "null");
+  if (v.o.linger_ms > 0) sleep_ms(v.o.linger_ms); /* still a live client while the handler is looked at */
   return atomic_load(&v.mismatches) == 0 ? 0 : EXIT_MISMATCH;
 }

@@ -5,8 +5,8 @@
 // the ranges that remain.
 import { isEexist, UffdError } from '../../errors.js';
 import { PageFiller } from '../../fill/page-filler.js';
-import type { FillStats } from '../../fill/stats.js';
-import { SharedStats } from '../../fill/stats.js';
+import type { FillStats } from '../../metrics/fill-metrics.js';
+import { BYTES, FAULTS, FillMetrics, ZERO_PAGES } from '../../metrics/fill-metrics.js';
 import { fixedReadahead } from '../../policy/readahead.js';
 import type { PageSource } from '../../sources/source.js';
 import type { Userfaultfd, UffdEventOf } from '../../core/uffd.js';
@@ -52,7 +52,7 @@ export class LazyProcess {
   readonly #o: LazyProcessOptions;
   readonly #uffd: Userfaultfd;
   readonly #map: SegmentMap<PageFiller>;
-  readonly #stats = new SharedStats();
+  readonly #stats = new FillMetrics();
   readonly #events = { fork: 0, remap: 0, unmap: 0, remove: 0 };
   #watcher: FdWatcher | undefined;
   #deferred: bigint[] = [];
@@ -253,10 +253,11 @@ export class LazyProcess {
         if (served instanceof Promise) this.#settleLater(served, page);
       } else {
         // Registered (the kernel asked) but no lazy entry covers it: zeros, like a fresh anonymous page.
-        this.#stats.add('faults');
+        this.#stats.add(FAULTS, 1);
         try {
           this.#uffd.zeropage({ address: page, length: CRIU_PAGE_SIZE });
-          this.#stats.add('zeroFilled');
+          this.#stats.add(ZERO_PAGES, 1);
+          this.#stats.add(BYTES, CRIU_PAGE_SIZE);
         } catch (err) {
           if (!isEexist(err)) throw err;
           this.#uffd.wake({ address: page, length: CRIU_PAGE_SIZE });
