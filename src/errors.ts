@@ -103,6 +103,8 @@ export const ERROR_CODES = Object.freeze({
   ERR_UFFD_UNTRANSFERABLE: 'mapped memory cannot be transferred',
   /** A file is not an incremental snapshot (no trailer, a bad index): reading a delta file refused it. */
   ERR_UFFD_DELTA: 'not an incremental snapshot file',
+  /** A working-set record cannot be used (cut short, an old format, another snapshot's): WorkingSetError. */
+  ERR_UFFD_WORKING_SET: 'the working-set record is not usable',
   /** A live snapshot failed (its copy thread reported the reason). */
   ERR_UFFD_SNAPSHOT: 'the snapshot failed',
   /** Snapshot.start() on memory that already has a snapshot running. */
