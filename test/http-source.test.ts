@@ -15,6 +15,7 @@ import type { HttpSourceOptions, ServerLog } from '../src/index.js';
 import { openSource } from '../src/sources/source.js';
 import type { RemotePageSource } from '../src/sources/chunked-source.js';
 import { Nginx, nginxMissing } from './support/nginx.js';
+import { runFakeVmm } from './support/fake-vmm-run.js';
 import { CLI, ROOT } from './support/support.js';
 
 const LENGTH = 3 * 1024 * 1024 + 1234; // not a whole number of pages or chunks
@@ -209,14 +210,7 @@ describe('httpSource against nginx', { skip: nginxMissing ?? false }, () => {
     const logs: ServerLog[] = [];
     server.on('log', (e) => logs.push(e));
     try {
-      const child = spawn(join(ROOT, 'test', 'native', 'bin', 'fake-vmm'), ['--socket', socket, '--memory', local, '--timeout', '60000', '--regions', '3', '--threads', '2', '--random'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-      child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-      const [code] = (await once(child, 'exit')) as [number | null];
-      assert.equal(code, 0, stderr);
-      const out = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as { touched?: number; mismatches?: number };
+      const out = await runFakeVmm(['--socket', socket, '--memory', local, '--timeout', '60000', '--regions', '3', '--threads', '2', '--random']);
       assert.equal(out.mismatches, 0);
       assert.equal(out.touched, memoryBytes / 4096);
       const listening = logs.find((e) => e.event === 'listening');

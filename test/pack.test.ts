@@ -4,9 +4,8 @@
 // every page, compressed and not; both zstd codecs decode what either wrote.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +18,8 @@ import type { PackIndex } from '../src/sources/pack-format.js';
 import { loadZstd } from '../src/sources/zstd.js';
 import { FaultProxy, PASS } from './support/fault-proxy.js';
 import { Nginx, nginxMissing } from './support/nginx.js';
-import { CLI, ROOT } from './support/support.js';
+import { FAKE_VMM, runFakeVmm } from './support/fake-vmm-run.js';
+import { CLI } from './support/support.js';
 
 const CHUNK = 64 * 1024;
 const LENGTH = 40 * CHUNK + 4321;
@@ -34,7 +34,6 @@ const scratch = mkdtempSync(join(tmpdir(), 'uffd-pack-'));
 process.on('exit', () => { rmSync(scratch, { recursive: true, force: true }); });
 const FILE = join(scratch, 'memory.bin');
 writeFileSync(FILE, object);
-const FAKE_VMM = join(ROOT, 'test', 'native', 'bin', 'fake-vmm');
 
 function pack(out: string, ...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, 'pack', FILE, '--out', out, '--chunk', '64K', ...args], { encoding: 'utf8' });
@@ -160,14 +159,7 @@ describe('pack sources against nginx', { skip: nginxMissing ?? false }, () => {
     const socket = join(scratch, 'vmm.sock');
     const server = await PageServer.listen({ socket, memory: httpSource(proxy.url('zstd/'), { timeoutMs: 500 }), readahead: 4 });
     try {
-      const child = spawn(FAKE_VMM, ['--socket', socket, '--memory', local, '--timeout', '60000', '--threads', '2', '--random'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-      child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-      const [code] = (await once(child, 'exit')) as [number | null];
-      assert.equal(code, 0, stderr);
-      const out = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as { touched?: number; mismatches?: number };
+      const out = await runFakeVmm(['--socket', socket, '--memory', local, '--timeout', '60000', '--threads', '2', '--random']);
       assert.equal(out.mismatches, 0);
       assert.equal(out.touched, memoryBytes / 4096);
     } finally {

@@ -4,9 +4,7 @@
 // naming the chunk, the URL and the server's answer: a faulting thread never sees wrong data.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +16,7 @@ import { FaultProxy } from './support/fault-proxy.js';
 import { PASS } from './support/fault-proxy.js';
 import type { Fault } from './support/fault-proxy.js';
 import { Nginx, nginxMissing } from './support/nginx.js';
-import { ROOT } from './support/support.js';
+import { FAKE_VMM, runFakeVmm } from './support/fake-vmm-run.js';
 
 const LENGTH = 2 * 1024 * 1024 + 777;
 const CHUNK = 128 * 1024;
@@ -26,7 +24,6 @@ const sha = (bytes: Uint8Array): string => createHash('sha256').update(bytes).di
 const object = Uint8Array.from({ length: LENGTH }, (_, i) => ((i >>> 12) * 29 + i * 11 + 5) & 0xff);
 const scratch = mkdtempSync(join(tmpdir(), 'uffd-faults-'));
 process.on('exit', () => { rmSync(scratch, { recursive: true, force: true }); });
-const FAKE_VMM = join(ROOT, 'test', 'native', 'bin', 'fake-vmm');
 
 let nginx: Nginx;
 let proxy: FaultProxy;
@@ -128,14 +125,7 @@ describe('remote restores through injected faults', { skip: nginxMissing ?? fals
     const socket = join(scratch, 'vmm.sock');
     const server = await PageServer.listen({ socket, memory: httpSource(proxy.url('vmm.bin'), FAST), readahead: 8 });
     try {
-      const child = spawn(FAKE_VMM, ['--socket', socket, '--memory', local, '--timeout', '60000', '--regions', '2', '--threads', '2', '--random'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-      child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-      const [code] = (await once(child, 'exit')) as [number | null];
-      assert.equal(code, 0, stderr);
-      const out = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as { touched?: number; mismatches?: number };
+      const out = await runFakeVmm(['--socket', socket, '--memory', local, '--timeout', '60000', '--regions', '2', '--threads', '2', '--random']);
       assert.equal(out.mismatches, 0);
       assert.equal(out.touched, memoryBytes / 4096);
     } finally {
